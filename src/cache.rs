@@ -1,0 +1,207 @@
+//! In-memory caches: verdicts, manifests by digest, and verified index
+//! children. Each key is written down with the reason for every field,
+//! because a key that misses a field lets one image's answer serve another.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::oci::Digest;
+use crate::policy::Verdict;
+use crate::upstream::{Manifest, UpstreamError};
+
+/// The key of a verdict.
+///
+/// - `registry` and `repo`: the same digest in two repositories can be
+///   signed in one and not the other (cosign signatures live per repository).
+/// - `digest`: what was verified.
+/// - `policy_fingerprint`: a hash of the policy's settings and every byte of
+///   its trust material, so a config edit never reuses an old verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VerdictKey {
+    pub registry: String,
+    pub repo: String,
+    pub digest: Digest,
+    pub policy_fingerprint: [u8; 32],
+}
+
+/// Verdicts, with a long TTL for allows and a short one for denials, so a
+/// signature pushed after a refusal takes effect quickly.
+pub struct VerdictCache {
+    inner: moka::future::Cache<VerdictKey, Verdict>,
+}
+
+struct VerdictExpiry {
+    allow: Duration,
+    deny: Duration,
+}
+
+impl moka::Expiry<VerdictKey, Verdict> for VerdictExpiry {
+    fn expire_after_create(&self, _: &VerdictKey, v: &Verdict, _: Instant) -> Option<Duration> {
+        Some(if v.is_allow() { self.allow } else { self.deny })
+    }
+}
+
+impl VerdictCache {
+    pub fn new(allow_ttl: Duration, deny_ttl: Duration) -> VerdictCache {
+        VerdictCache {
+            inner: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(VerdictExpiry { allow: allow_ttl, deny: deny_ttl })
+                .build(),
+        }
+    }
+
+    /// Returns the cached verdict, or runs `verify` once for all concurrent
+    /// callers of the same key. An `Err` (upstream failure) is handed to every
+    /// waiting caller and is **not** cached.
+    pub async fn get_or_verify<F>(&self, key: VerdictKey, verify: F) -> Result<Verdict, Arc<UpstreamError>>
+    where
+        F: std::future::Future<Output = Result<Verdict, UpstreamError>>,
+    {
+        self.inner.try_get_with(key, verify).await
+    }
+
+    pub async fn get(&self, key: &VerdictKey) -> Option<Verdict> {
+        self.inner.get(key).await
+    }
+}
+
+/// Manifests by `(registry, repo, digest)`. Content under a digest never
+/// changes, but the repository is part of the key because upstream access
+/// rights are per repository: serving repo B's request from repo A's fetch
+/// would skip upstream's own check that B holds that digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ManifestKey {
+    pub registry: String,
+    pub repo: String,
+    pub digest: Digest,
+}
+
+pub struct ManifestCache {
+    inner: moka::future::Cache<ManifestKey, Manifest>,
+}
+
+impl ManifestCache {
+    pub fn new(max_bytes: u64) -> ManifestCache {
+        ManifestCache {
+            inner: moka::future::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, m: &Manifest| m.bytes.len().try_into().unwrap_or(u32::MAX))
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    pub async fn get(&self, key: &ManifestKey) -> Option<Manifest> {
+        self.inner.get(key).await
+    }
+
+    pub async fn insert(&self, key: ManifestKey, m: Manifest) {
+        self.inner.insert(key, m).await
+    }
+
+    /// One upstream fetch for all concurrent callers of the same digest.
+    pub async fn get_or_fetch<F>(&self, key: ManifestKey, fetch: F) -> Result<Manifest, Arc<UpstreamError>>
+    where
+        F: std::future::Future<Output = Result<Manifest, UpstreamError>>,
+    {
+        self.inner.try_get_with(key, fetch).await
+    }
+}
+
+/// Children of verified image indexes: `(registry, repo, child digest,
+/// policy fingerprint) → index digest`. containerd verifies nothing itself:
+/// it resolves the index, then fetches one platform manifest by digest. That
+/// manifest is allowed because the index that lists it was verified under the
+/// same policy, in the same repository. Entries live as long as an allow.
+pub struct VerifiedChildren {
+    inner: moka::future::Cache<VerdictKey, Digest>,
+}
+
+impl VerifiedChildren {
+    pub fn new(ttl: Duration) -> VerifiedChildren {
+        VerifiedChildren { inner: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build() }
+    }
+
+    pub async fn record(&self, parent: &VerdictKey, children: Vec<Digest>) {
+        for child in children {
+            let key = VerdictKey { digest: child, ..parent.clone() };
+            self.inner.insert(key, parent.digest.clone()).await;
+        }
+    }
+
+    pub async fn parent_of(&self, key: &VerdictKey) -> Option<Digest> {
+        self.inner.get(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn key(n: u8) -> VerdictKey {
+        VerdictKey {
+            registry: "r".into(),
+            repo: "x".into(),
+            digest: Digest::of(&[n]),
+            policy_fingerprint: [n; 32],
+        }
+    }
+
+    #[tokio::test]
+    async fn fifty_concurrent_callers_run_one_verification() {
+        let cache = Arc::new(VerdictCache::new(Duration::from_secs(60), Duration::from_secs(5)));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (cache, runs) = (cache.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_verify(key(1), async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(Verdict::Allow { policy: "p".into(), by: "k".into() })
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().is_allow());
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn upstream_errors_are_not_cached_as_denials() {
+        let cache = VerdictCache::new(Duration::from_secs(60), Duration::from_secs(5));
+        let r = cache.get_or_verify(key(2), async { Err(UpstreamError::Timeout(Duration::from_secs(1))) }).await;
+        assert!(r.is_err());
+        assert_eq!(cache.get(&key(2)).await, None);
+        let r = cache.get_or_verify(key(2), async { Ok(Verdict::Allow { policy: "p".into(), by: "k".into() }) }).await;
+        assert!(r.unwrap().is_allow());
+    }
+
+    #[tokio::test]
+    async fn a_different_policy_fingerprint_is_a_different_verdict() {
+        let cache = VerdictCache::new(Duration::from_secs(60), Duration::from_secs(5));
+        let deny = Verdict::Deny { policy: Some("p".into()), reason: "r".into() };
+        cache.get_or_verify(key(3), async { Ok(deny.clone()) }).await.unwrap();
+        let mut other = key(3);
+        other.policy_fingerprint = [9; 32];
+        assert_eq!(cache.get(&key(3)).await, Some(deny));
+        assert_eq!(cache.get(&other).await, None);
+    }
+
+    #[tokio::test]
+    async fn denials_expire_sooner_than_allows() {
+        let cache = VerdictCache::new(Duration::from_secs(60), Duration::from_millis(100));
+        let deny = Verdict::Deny { policy: Some("p".into()), reason: "r".into() };
+        let allow = Verdict::Allow { policy: "p".into(), by: "k".into() };
+        cache.get_or_verify(key(4), async { Ok(deny) }).await.unwrap();
+        cache.get_or_verify(key(5), async { Ok(allow) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(cache.get(&key(4)).await, None);
+        assert!(cache.get(&key(5)).await.is_some());
+    }
+}

@@ -1,0 +1,117 @@
+//! Request failures and the one place they become OCI error responses.
+//!
+//! Every refusal and failure a client sees is built by `Error::into_response`:
+//! the status, the OCI error code, the message, and the log line. Keeping it
+//! in one function keeps statuses consistent, and is why no other code logs a
+//! failed request.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::oci::RouteError;
+use crate::upstream::UpstreamError;
+
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the request was after, so "not found upstream" gets the right code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Manifest,
+    Blob,
+    Tags,
+    Referrers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("sigmirror is a read-only mirror: {0} is not supported")]
+    WriteNotSupported(http::Method),
+    #[error("{0}")]
+    UnknownRegistry(String),
+    /// A policy refused the image. `message` is what the audit log says too.
+    #[error("{message}")]
+    Denied { message: String, policy: Option<String>, image: String, reason: String },
+    #[error("{err}")]
+    Upstream { resource: Resource, err: Arc<UpstreamError> },
+}
+
+#[derive(Serialize)]
+struct Errors<'a> {
+    errors: [ErrorBody<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<serde_json::Value>,
+}
+
+impl Error {
+    pub fn upstream(resource: Resource, err: impl Into<Arc<UpstreamError>>) -> Error {
+        Error::Upstream { resource, err: err.into() }
+    }
+
+    /// Status, OCI error code, and detail for this error.
+    fn parts(&self) -> (StatusCode, &'static str, Option<serde_json::Value>) {
+        use UpstreamError as U;
+        match self {
+            Error::Route(RouteError::NotFound) => (StatusCode::NOT_FOUND, "NOT_FOUND", None),
+            Error::Route(RouteError::BadName(_)) => (StatusCode::BAD_REQUEST, "NAME_INVALID", None),
+            Error::Route(RouteError::BadTag(_)) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID", None),
+            Error::Route(RouteError::BadDigest(_)) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID", None),
+            Error::WriteNotSupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", None),
+            Error::UnknownRegistry(_) => (StatusCode::FORBIDDEN, "DENIED", None),
+            Error::Denied { policy, image, reason, .. } => (
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                Some(serde_json::json!({ "policy": policy, "image": image, "reason": reason })),
+            ),
+            Error::Upstream { resource, err } => match (&**err, resource) {
+                (U::NotFound, Resource::Manifest) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", None),
+                (U::NotFound, Resource::Blob) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN", None),
+                (U::NotFound, _) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN", None),
+                (U::TooManyRequests, _) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", None),
+                (U::Timeout(_), _) => (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE", None),
+                (U::Unreachable(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
+                (U::TooLarge { .. }, Resource::Manifest) => (StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", None),
+                (U::DigestMismatch { .. }, Resource::Manifest) => (StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", None),
+                (U::DigestMismatch { .. }, _) => (StatusCode::BAD_GATEWAY, "DIGEST_INVALID", None),
+                _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE", None),
+            },
+        }
+    }
+
+    /// Builds the OCI error response and writes the one log line for it.
+    pub fn into_response(self, head: bool) -> Response<Body> {
+        let (status, code, detail) = self.parts();
+        let message = match &self {
+            Error::Upstream { err, .. } => format!("upstream: {err}"),
+            other => other.to_string(),
+        };
+        match &self {
+            // Denials are logged by the decision log line already.
+            Error::Denied { .. } => {}
+            Error::Upstream { .. } => tracing::warn!(status = status.as_u16(), code, %message, "upstream failure"),
+            _ => tracing::debug!(status = status.as_u16(), code, %message, "request refused"),
+        }
+        let body = serde_json::to_vec(&Errors { errors: [ErrorBody { code, message, detail }] })
+            .unwrap_or_else(|_| b"{\"errors\":[]}".to_vec());
+        let mut resp = Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, body.len());
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp = resp.header(http::header::ALLOW, "GET, HEAD");
+        }
+        let body = if head { Bytes::new() } else { Bytes::from(body) };
+        resp.body(crate::server::full(body)).expect("static headers are valid")
+    }
+}

@@ -1,0 +1,167 @@
+//! The `sigmirror` command: parses flags, loads the config, and calls the
+//! library. All behaviour lives in the library so tests can drive it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::io::AsyncWriteExt;
+
+use sigmirror::oci::ImageRef;
+use sigmirror::server::App;
+
+#[derive(Parser)]
+#[command(name = "sigmirror", version, about = "A fail-closed, signature-verifying pull-through OCI mirror")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the mirror.
+    Serve {
+        #[arg(long, default_value = "config/sigmirror.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config and its trust material; print every problem.
+    CheckConfig {
+        #[arg(long, default_value = "config/sigmirror.toml")]
+        config: PathBuf,
+    },
+    /// Run the verification engine once on an image and print the verdict as
+    /// JSON. Exit 0 when allowed, 1 when refused, 2 on errors.
+    Verify {
+        #[arg(long, default_value = "config/sigmirror.toml")]
+        config: PathBuf,
+        /// `<registry>/<repository>:<tag>` or `…@sha256:<hex>`
+        image: ImageRef,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIGMIRROR_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::CheckConfig { config } => check_config(config),
+            Command::Verify { config, image } => verify(config, image).await,
+        }
+    })
+}
+
+fn load(config: &std::path::Path) -> Result<sigmirror::server::State, ExitCode> {
+    sigmirror::load(config).map_err(|problems| {
+        eprint!("{problems}");
+        ExitCode::from(2)
+    })
+}
+
+async fn serve(config: PathBuf) -> ExitCode {
+    let state = match load(&config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let addr = state.config.listen;
+    let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(policies = state.policies.policies.len(), upstreams = state.upstreams.len(), "sigmirror listening on {scheme}://{bound}");
+    // Tests and scripts read the bound address (port 0 picks one) from stdout.
+    let mut out = tokio::io::stdout();
+    let _ = out.write_all(format!("sigmirror listening on {scheme}://{bound}\n").as_bytes()).await;
+    let _ = out.flush().await;
+    let app = Arc::new(App::new(state));
+    match sigmirror::run(listener, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sigmirror stopped: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn check_config(config: PathBuf) -> ExitCode {
+    match sigmirror::load(&config) {
+        Ok(state) => {
+            println!(
+                "{}: OK ({} upstream(s), {} policy(ies))",
+                config.display(),
+                state.upstreams.len(),
+                state.policies.policies.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print!("{problems}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn verify(config: PathBuf, image: ImageRef) -> ExitCode {
+    let state = match load(&config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let Some(up) = state.upstreams.get(&image.registry).cloned() else {
+        eprintln!("registry {:?} is not a configured upstream in {}", image.registry, config.display());
+        return ExitCode::from(2);
+    };
+    let accept = sigmirror::oci::media::DEFAULT_ACCEPT.join(", ");
+    match state.resolve_and_decide(&image.registry, &up, &image.repo, &image.reference, &accept).await {
+        Ok((manifest, verdict)) => {
+            let name = format!("{}/{}@{}", image.registry, image.repo, manifest.digest);
+            let out = serde_json::json!({
+                "image": name,
+                "reference": image.reference.to_string(),
+                "digest": manifest.digest,
+                "media_type": manifest.media_type,
+                "verdict": verdict,
+                "message": verdict.refusal_message(&name),
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            if verdict.is_allow() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot verify {}/{}: {e}", image.registry, image.repo);
+            ExitCode::from(2)
+        }
+    }
+}
