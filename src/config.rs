@@ -34,6 +34,14 @@ pub struct RawConfig {
     /// `postgres://…` for a shared pin store; default is the embedded store.
     pub pin_store: Option<String>,
     pub pins_file: Option<PathBuf>,
+    /// How often a pinned tag is re-resolved upstream, in the background, to
+    /// detect moves. 0 checks on every fetch (still in the background).
+    #[serde(default = "default_pin_revalidate")]
+    pub pin_revalidate_secs: u64,
+}
+
+fn default_pin_revalidate() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -39,6 +39,9 @@ pub enum Error {
     Denied { message: String, policy: Option<String>, image: String, reason: String },
     #[error("{err}")]
     Upstream { resource: Resource, err: Arc<UpstreamError> },
+    /// The pin store failed: we cannot know whether the tag may be served.
+    #[error("pin store unavailable: {0}")]
+    Pins(#[from] crate::pins::PinError),
 }
 
 #[derive(Serialize)]
@@ -74,6 +77,7 @@ impl Error {
                 "DENIED",
                 Some(serde_json::json!({ "policy": policy, "image": image, "reason": reason })),
             ),
+            Error::Pins(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
             Error::Upstream { resource, err } => match (&**err, resource) {
                 (U::NotFound, Resource::Manifest) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", None),
                 (U::NotFound, Resource::Blob) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN", None),
@@ -100,6 +104,7 @@ impl Error {
             // Denials are logged by the decision log line already.
             Error::Denied { .. } => {}
             Error::Upstream { .. } => tracing::warn!(status = status.as_u16(), code, %message, "upstream failure"),
+            Error::Pins(_) => tracing::error!(status = status.as_u16(), code, %message, "pin store failure"),
             _ => tracing::debug!(status = status.as_u16(), code, %message, "request refused"),
         }
         let body = serde_json::to_vec(&Errors { errors: [ErrorBody { code, message, detail }] })

@@ -24,6 +24,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod oci;
 pub mod pins;
 pub mod policy;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio::io::AsyncWriteExt;
 
 use sigmirror::oci::ImageRef;
+use sigmirror::pins::{PinStore, PinsFile};
 use sigmirror::server::App;
 
 #[derive(Parser)]
@@ -30,6 +31,14 @@ enum Command {
         #[arg(long, default_value = "config/sigmirror.toml")]
         config: PathBuf,
     },
+    /// Inspect and manage immutable-tag pins (stop the server first when the
+    /// embedded store is used: it is locked by one process at a time).
+    Pins {
+        #[arg(long, default_value = "config/sigmirror.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: PinsAction,
+    },
     /// Run the verification engine once on an image and print the verdict as
     /// JSON. Exit 0 when allowed, 1 when refused, 2 on errors.
     Verify {
@@ -38,6 +47,21 @@ enum Command {
         /// `<registry>/<repository>:<tag>` or `…@sha256:<hex>`
         image: ImageRef,
     },
+}
+
+#[derive(Subcommand)]
+enum PinsAction {
+    /// Print every pin as a pins file (JSON) on stdout.
+    Export,
+    /// Add the pins of a file; existing pins are never moved.
+    Import { file: PathBuf },
+    /// List pins, or with --moved only tags that moved upstream, with their move events.
+    List {
+        #[arg(long)]
+        moved: bool,
+    },
+    /// Forget one pin, for a deliberate re-release: `<registry>/<repo>:<tag>`.
+    Forget { reference: ImageRef },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +84,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(config).await,
             Command::CheckConfig { config } => check_config(config),
             Command::Verify { config, image } => verify(config, image).await,
+            Command::Pins { config, action } => pins(config, action).await,
         }
     })
 }
@@ -91,7 +116,11 @@ async fn serve(config: PathBuf) -> ExitCode {
     let mut out = tokio::io::stdout();
     let _ = out.write_all(format!("sigmirror listening on {scheme}://{bound}\n").as_bytes()).await;
     let _ = out.flush().await;
-    let app = Arc::new(App::new(state));
+    let pins = match open_pins(&state).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let app = Arc::new(App::new(state, Some(pins)));
     match sigmirror::run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -162,6 +191,84 @@ async fn verify(config: PathBuf, image: ImageRef) -> ExitCode {
         Err(e) => {
             eprintln!("cannot verify {}/{}: {e}", image.registry, image.repo);
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Opens the pin store and applies `pins_file`, if the config names one.
+async fn open_pins(state: &sigmirror::server::State) -> Result<PinStore, ExitCode> {
+    let cfg = &state.config;
+    let store = PinStore::open(&cfg.data_dir, cfg.raw.pin_store.as_deref()).await.map_err(|e| {
+        eprintln!("cannot open the pin store: {e}");
+        ExitCode::from(2)
+    })?;
+    tracing::info!("pin store: {}", store.describe());
+    if let Some(file) = &cfg.raw.pins_file {
+        let path = cfg.file.parent().unwrap_or(std::path::Path::new(".")).join(file);
+        let result = async {
+            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            let parsed = PinsFile::from_json(&bytes).map_err(|e| e.to_string())?;
+            store.import(&parsed).await.map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(r) => tracing::info!(inserted = r.inserted, unchanged = r.unchanged, conflicts = r.conflicts.len(), "pins_file {} applied", path.display()),
+            Err(e) => {
+                eprintln!("pins_file {}: {e}", path.display());
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(store)
+}
+
+async fn pins(config: PathBuf, action: PinsAction) -> ExitCode {
+    let state = match load(&config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let store = match PinStore::open(&state.config.data_dir, state.config.raw.pin_store.as_deref()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot open the pin store: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result: Result<String, String> = match action {
+        PinsAction::Export => store.export().await.map(|f| f.to_json()).map_err(|e| e.to_string()),
+        PinsAction::Import { file } => match std::fs::read(&file).map_err(|e| e.to_string()).and_then(|b| PinsFile::from_json(&b).map_err(|e| e.to_string())) {
+            Ok(f) => store.import(&f).await.map(|r| serde_json::to_string_pretty(&r).unwrap_or_default()).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{}: {e}", file.display())),
+        },
+        PinsAction::List { moved: false } => store.list().await.map(|p| serde_json::to_string_pretty(&p).unwrap_or_default()).map_err(|e| e.to_string()),
+        PinsAction::List { moved: true } => store
+            .list_moved()
+            .await
+            .map(|m| {
+                let rows: Vec<_> = m.into_iter().map(|(pin, moves)| serde_json::json!({ "pin": pin, "moves": moves })).collect();
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            })
+            .map_err(|e| e.to_string()),
+        PinsAction::Forget { reference } => {
+            let sigmirror::oci::ManifestRef::Tag(tag) = &reference.reference else {
+                eprintln!("forget takes <registry>/<repo>:<tag>, not a digest");
+                return ExitCode::from(2);
+            };
+            match store.forget(&reference.registry, &reference.repo, tag).await {
+                Ok(true) => Ok(format!("forgot {}/{}:{tag}", reference.registry, reference.repo)),
+                Ok(false) => Err(format!("no pin for {}/{}:{tag}", reference.registry, reference.repo)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -13,9 +14,11 @@ use hyper::body::Frame;
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::{ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, OnTagMove};
 use crate::error::{Body, BoxError, Error, Resource};
 use crate::oci::{media, parse_route, Digest, ManifestRef, Route};
+use crate::metrics::{DecisionLabels, PolicyLabels, METRICS};
+use crate::pins::{MoveEvent, Pin, PinStore};
 use crate::policy::{self, PolicySet, Subject, Verdict};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
 
@@ -108,6 +111,7 @@ impl State {
         }
         let subject = Subject { registry, repo, manifest: m };
         let verify = async {
+            METRICS.verifications.get_or_create(&PolicyLabels { policy: policy.name.clone() }).inc();
             let v = policy.evaluate(up, &subject, time::OffsetDateTime::now_utc()).await?;
             // Only a real verification vouches for an index's children; an
             // audit-mode allow vouches for nothing.
@@ -120,14 +124,29 @@ impl State {
     }
 }
 
-/// The swappable handle on the current state (hot reload replaces it).
+/// The swappable handle on the current state (hot reload replaces it), and
+/// what outlives a reload: the pin store and what it has seen.
 pub struct App {
     current: RwLock<Arc<State>>,
+    pub pins: Option<PinStore>,
+    /// Tags whose upstream moved away from their pin, as seen by background
+    /// revalidation: `(registry, repo, tag) → (digest upstream serves, when)`.
+    moved: moka::sync::Cache<(String, String, String), (Digest, i64)>,
+    /// Pinned tags checked recently; an entry expires after the interval.
+    revalidated: moka::sync::Cache<(String, String, String), ()>,
+    pub tag_moves_total: AtomicU64,
 }
 
 impl App {
-    pub fn new(state: State) -> App {
-        App { current: RwLock::new(Arc::new(state)) }
+    pub fn new(state: State, pins: Option<PinStore>) -> App {
+        let every = std::time::Duration::from_secs(state.config.raw.pin_revalidate_secs);
+        App {
+            current: RwLock::new(Arc::new(state)),
+            pins,
+            moved: moka::sync::Cache::builder().max_capacity(100_000).build(),
+            revalidated: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(every.max(std::time::Duration::from_millis(1))).build(),
+            tag_moves_total: AtomicU64::new(0),
+        }
     }
 
     pub fn state(&self) -> Arc<State> {
@@ -137,6 +156,70 @@ impl App {
     pub fn replace(&self, state: State) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
     }
+
+    /// Re-resolves a pinned tag upstream in the background, at most once per
+    /// interval, and records a move when upstream now serves another digest.
+    /// The request that triggers it is served from the pin without waiting.
+    fn revalidate_in_background(self: &Arc<Self>, up: Arc<UpstreamClient>, pin: Pin, accept: String) {
+        let key = (pin.registry.clone(), pin.repository.clone(), pin.tag.clone());
+        let interval = self.state().config.raw.pin_revalidate_secs;
+        if interval > 0 && self.revalidated.contains_key(&key) {
+            return;
+        }
+        self.revalidated.insert(key.clone(), ());
+        let app = self.clone();
+        tokio::spawn(async move {
+            let reference = ManifestRef::Tag(pin.tag.clone());
+            let seen = match up.manifest(&pin.repository, &reference, &accept).await {
+                Ok(m) => m.digest,
+                Err(e) => {
+                    // Cannot tell; keep serving the pin and try again next interval.
+                    tracing::debug!(tag = %pin.tag, repo = %pin.repository, "pin revalidation failed: {e}");
+                    return;
+                }
+            };
+            if seen == pin.digest {
+                app.moved.invalidate(&key);
+                return;
+            }
+            let at = time::OffsetDateTime::now_utc().unix_timestamp();
+            if app.moved.get(&key).is_some_and(|(d, _)| d == seen) {
+                return; // already recorded this move
+            }
+            app.moved.insert(key, (seen.clone(), at));
+            app.tag_moves_total.fetch_add(1, Ordering::Relaxed);
+            METRICS.tag_moves.get_or_create(&PolicyLabels { policy: pin.policy.clone() }).inc();
+            tracing::warn!(
+                target: "sigmirror::decision",
+                registry = %pin.registry, repo = %pin.repository, tag = %pin.tag,
+                pinned = %pin.digest, seen = %seen, policy = %pin.policy,
+                "tag moved upstream: {}", tag_moved_reason(&pin, &seen)
+            );
+            if let Some(store) = &app.pins {
+                let ev = MoveEvent {
+                    registry: pin.registry.clone(),
+                    repository: pin.repository.clone(),
+                    tag: pin.tag.clone(),
+                    pinned: pin.digest.clone(),
+                    seen,
+                    at,
+                    policy: pin.policy.clone(),
+                };
+                if let Err(e) = store.record_move(ev).await {
+                    tracing::error!("cannot record tag move: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// The words of a tag-move refusal, in the log and the error body alike.
+fn tag_moved_reason(pin: &Pin, seen: &Digest) -> String {
+    let when = time::OffsetDateTime::from_unix_timestamp(pin.pinned_at)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| pin.pinned_at.to_string());
+    format!("tag {} of {} was pinned to {} on {when}; upstream now serves {seen}", pin.tag, pin.repository, pin.digest)
 }
 
 pub fn full(b: impl Into<Bytes>) -> Body {
@@ -153,12 +236,18 @@ pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>,
     Ok(resp)
 }
 
-async fn route_request<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, Error> {
+async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>, Error> {
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
         return Err(Error::WriteNotSupported(method));
     }
     let head = method == Method::HEAD;
+    if req.uri().path() == "/metrics" {
+        return Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(full(if head { String::new() } else { METRICS.encode() }))
+            .expect("static response"));
+    }
     let route = parse_route(req.uri().path())?;
     let query = req.uri().query().unwrap_or("");
     let ns = query_param(query, "ns");
@@ -173,7 +262,7 @@ async fn route_request<B>(app: &App, req: &Request<B>) -> Result<Response<Body>,
         Route::Manifest { repo, reference } => {
             let (registry, up) = state.upstream(ns.as_deref())?;
             let accept = accept_header(req);
-            serve_manifest(&state, &registry, &up, &repo, &reference, &accept, head).await
+            serve_manifest(app, &state, &registry, &up, &repo, &reference, &accept, head).await
         }
         Route::Blob { repo, digest } => {
             let (registry, up) = state.upstream(ns.as_deref())?;
@@ -208,16 +297,36 @@ fn deny_outside_scope(registry: &str, repo: &str, digest: &Digest) -> Error {
     Error::Denied { message: format!("sigmirror refused {image}: {reason}"), policy: None, image, reason }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_manifest(
+    app: &Arc<App>,
     state: &State,
     registry: &str,
-    up: &UpstreamClient,
+    up: &Arc<UpstreamClient>,
     repo: &str,
     reference: &ManifestRef,
     accept: &str,
     head: bool,
 ) -> Result<Response<Body>, Error> {
+    if let (ManifestRef::Tag(tag), Some(store)) = (reference, &app.pins) {
+        if let Some(policy) = state.policies.select(registry, repo).filter(|p| p.is_immutable_tag(tag)) {
+            return serve_immutable_tag(app, store, state, policy, registry, up, repo, tag, accept, head).await;
+        }
+    }
     let (manifest, verdict) = state.resolve_and_decide(registry, up, repo, reference, accept).await?;
+    respond(registry, repo, reference, manifest, verdict, head)
+}
+
+/// Turns a decided manifest into the response: the bytes as upstream sent
+/// them, or the refusal.
+fn respond(
+    registry: &str,
+    repo: &str,
+    reference: &ManifestRef,
+    manifest: Manifest,
+    verdict: Verdict,
+    head: bool,
+) -> Result<Response<Body>, Error> {
     let image = format!("{registry}/{repo}@{}", manifest.digest);
     log_decision(&verdict, &image, reference);
     match verdict {
@@ -231,8 +340,72 @@ async fn serve_manifest(
     }
 }
 
+/// A tag under `immutable_tags`: served from its pin without asking
+/// upstream, or pinned the first time it resolves to a verified digest.
+#[allow(clippy::too_many_arguments)]
+async fn serve_immutable_tag(
+    app: &Arc<App>,
+    store: &PinStore,
+    state: &State,
+    policy: &policy::Policy,
+    registry: &str,
+    up: &Arc<UpstreamClient>,
+    repo: &str,
+    tag: &str,
+    accept: &str,
+    head: bool,
+) -> Result<Response<Body>, Error> {
+    let reference = ManifestRef::Tag(tag.to_string());
+    let pin = match store.get(registry, repo, tag).await? {
+        Some(pin) => pin,
+        None => {
+            let (manifest, verdict) = state.resolve_and_decide(registry, up, repo, &reference, accept).await?;
+            // Only a real verification pins; an audit-mode allow vouches for nothing.
+            if !(verdict.is_allow() && policy.mode == Mode::Enforce) {
+                return respond(registry, repo, &reference, manifest, verdict, head);
+            }
+            let ours = Pin {
+                registry: registry.into(),
+                repository: repo.into(),
+                tag: tag.into(),
+                digest: manifest.digest.clone(),
+                pinned_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+                policy: policy.name.clone(),
+            };
+            // Durable before the response that relies on it is sent.
+            let stored = store.pin(ours).await?;
+            if stored.digest == manifest.digest {
+                tracing::info!(target: "sigmirror::decision", %registry, %repo, %tag, digest = %stored.digest, policy = %policy.name, "pinned tag");
+                return respond(registry, repo, &reference, manifest, verdict, head);
+            }
+            // Another replica pinned first, to another digest: serve the winner.
+            stored
+        }
+    };
+    app.revalidate_in_background(up.clone(), pin.clone(), accept.to_string());
+    let key = (registry.to_string(), repo.to_string(), tag.to_string());
+    if let Some((seen, _)) = app.moved.get(&key) {
+        if policy.on_tag_move == OnTagMove::Deny {
+            let image = format!("{registry}/{repo}:{tag}");
+            let reason = tag_moved_reason(&pin, &seen);
+            let verdict = Verdict::Deny { policy: Some(policy.name.clone()), reason: reason.clone() };
+            let message = verdict.refusal_message(&image).unwrap_or_default();
+            tracing::info!(target: "sigmirror::decision", decision = "deny", policy = %policy.name, %image, "{message}");
+            return Err(Error::Denied { message, policy: Some(policy.name.clone()), image, reason });
+        }
+    }
+    let (manifest, verdict) =
+        state.resolve_and_decide(registry, up, repo, &ManifestRef::Digest(pin.digest.clone()), accept).await?;
+    respond(registry, repo, &reference, manifest, verdict, head)
+}
+
 /// One line per decision: the audit trail of what was served and refused.
 pub fn log_decision(v: &Verdict, image: &str, reference: &ManifestRef) {
+    let (decision, policy) = match v {
+        Verdict::Allow { policy, .. } => ("allow", policy.clone()),
+        Verdict::Deny { policy, .. } => ("deny", policy.clone().unwrap_or_else(|| "-".into())),
+    };
+    METRICS.decisions.get_or_create(&DecisionLabels { decision, policy }).inc();
     match v {
         Verdict::Allow { policy, by } => {
             tracing::info!(target: "sigmirror::decision", decision = "allow", %policy, %image, reference = %reference, by = %by, "allow {image}")
@@ -329,6 +502,7 @@ pub fn verify_stream(
                     let hash: [u8; 32] = std::mem::take(&mut st.hasher).finalize().into();
                     let actual = Digest::from_sha256(&hash);
                     if actual != st.expected {
+                        METRICS.blob_digest_mismatches.inc();
                         let e = BlobIntegrityError { expected: st.expected.clone(), what: format!("upstream sent {actual}") };
                         tracing::warn!("{e}");
                         return Some((Err(e.into()), st));

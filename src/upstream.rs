@@ -6,13 +6,11 @@
 //! then a token request) is `oci-client`'s `auth`, which we call only when a
 //! registry asks for it, and whose token we reuse for a short while.
 //!
-//! Each client counts its requests by kind, so tests and metrics can see how
-//! often upstream was asked. Faults a real registry cannot produce are tested
+//! Each request is counted by kind (`sigmirror_upstream_requests_total`), so
+//! tests and operators can see how often upstream was asked. Faults a real registry cannot produce are tested
 //! by pointing an upstream at a fake HTTP server, which keeps this code path
 //! the one that runs in production.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -76,25 +74,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Request counts by kind, for tests and metrics.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub manifests: AtomicU64,
-    pub blobs: AtomicU64,
-    pub referrers: AtomicU64,
-    pub tags: AtomicU64,
-    pub auth: AtomicU64,
-}
-
-impl Counters {
-    pub fn total(&self) -> u64 {
-        [&self.manifests, &self.blobs, &self.referrers, &self.tags, &self.auth]
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-}
-
 /// A manifest as fetched: raw bytes (never re-serialized), their digest, and
 /// the media type upstream declared.
 #[derive(Clone, Debug)]
@@ -117,7 +96,6 @@ pub struct UpstreamClient {
     /// Bearer tokens per repository, reused until shortly before a typical
     /// registry token expires (Docker Hub: 300 s; the spec's floor: 60 s).
     tokens: moka::future::Cache<String, String>,
-    pub counters: Arc<Counters>,
 }
 
 impl UpstreamClient {
@@ -158,8 +136,12 @@ impl UpstreamClient {
             http,
             auth,
             tokens: moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(50)).build(),
-            counters: Arc::default(),
         })
+    }
+
+    /// Every upstream request is counted, by kind, in `sigmirror_upstream_requests_total`.
+    fn count(&self, kind: &'static str) {
+        crate::metrics::METRICS.upstream(&self.cfg.registry, kind);
     }
 
     pub fn registry(&self) -> &str {
@@ -214,7 +196,7 @@ impl UpstreamClient {
     }
 
     async fn fetch_token(&self, repo: &str) -> Result<String, UpstreamError> {
-        self.counters.auth.fetch_add(1, Ordering::Relaxed);
+        self.count("auth");
         let reference = Reference::with_tag(self.cfg.host.clone(), repo.to_string(), "latest".into());
         let auth = match (&self.cfg.username, &self.cfg.password) {
             (Some(u), Some(p)) => RegistryAuth::Basic(u.clone(), p.clone()),
@@ -233,7 +215,7 @@ impl UpstreamClient {
     /// `GET /v2/<repo>/manifests/<ref>`: bounded, and checked against the
     /// digest asked for (by digest) or the digest upstream declares (by tag).
     pub async fn manifest(&self, repo: &str, reference: &ManifestRef, accept: &str) -> Result<Manifest, UpstreamError> {
-        self.counters.manifests.fetch_add(1, Ordering::Relaxed);
+        self.count("manifest");
         let resp = self
             .send(repo, reqwest::Method::GET, &format!("{repo}/manifests/{reference}"), Some(accept), Some(self.cfg.request_timeout))
             .await?;
@@ -278,7 +260,7 @@ impl UpstreamClient {
     /// `GET /v2/<repo>/blobs/<digest>` read fully, for small blobs such as
     /// signature payloads. Bounded and checked against the digest.
     pub async fn small_blob(&self, repo: &str, digest: &Digest, limit: usize) -> Result<Bytes, UpstreamError> {
-        self.counters.blobs.fetch_add(1, Ordering::Relaxed);
+        self.count("blob");
         let resp = self
             .send(repo, reqwest::Method::GET, &format!("{repo}/blobs/{digest}"), None, Some(self.cfg.request_timeout))
             .await?;
@@ -295,7 +277,7 @@ impl UpstreamClient {
     /// No whole-request timeout: layers can take minutes. The read timeout
     /// still catches a stalled upstream.
     pub async fn blob(&self, repo: &str, digest: &Digest, head: bool) -> Result<BlobStream, UpstreamError> {
-        self.counters.blobs.fetch_add(1, Ordering::Relaxed);
+        self.count("blob");
         let method = if head { reqwest::Method::HEAD } else { reqwest::Method::GET };
         let resp = self.send(repo, method, &format!("{repo}/blobs/{digest}"), None, None).await?;
         let resp = check_status(resp).await?;
@@ -307,7 +289,7 @@ impl UpstreamClient {
 
     /// `GET /v2/<repo>/tags/list`, passed through (bounded).
     pub async fn tags_list(&self, repo: &str, query: Option<&str>) -> Result<(String, Bytes), UpstreamError> {
-        self.counters.tags.fetch_add(1, Ordering::Relaxed);
+        self.count("tags");
         let path = match query {
             Some(q) => format!("{repo}/tags/list?{q}"),
             None => format!("{repo}/tags/list"),
@@ -326,7 +308,7 @@ impl UpstreamClient {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Option<Bytes>, UpstreamError> {
-        self.counters.referrers.fetch_add(1, Ordering::Relaxed);
+        self.count("referrers");
         let path = match artifact_type {
             Some(t) => format!("{repo}/referrers/{digest}?artifactType={t}"),
             None => format!("{repo}/referrers/{digest}"),

@@ -99,7 +99,7 @@ fn init_schema(db: &Database) -> Result<(), PinError> {
 }
 
 fn redb_err(e: impl Into<redb::Error>) -> PinError {
-    PinError::Embedded(e.into())
+    PinError::Embedded(Box::new(e.into()))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> String {

@@ -16,6 +16,7 @@
 //! caller fails closed on it, but must not report it as "the image is denied".
 
 mod embedded;
+mod file;
 mod postgres;
 
 use std::path::Path;
@@ -145,7 +146,7 @@ pub struct ImportConflict {
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     #[error("embedded pin store: {0}")]
-    Embedded(#[from] redb::Error),
+    Embedded(#[source] Box<redb::Error>),
     #[error(
         "embedded pin store {0} is open in another process (the server?); stop it, or use a shared postgres pin store"
     )]
@@ -192,7 +193,8 @@ struct Inner {
 
 enum Backend {
     Embedded(embedded::EmbeddedStore),
-    Postgres(postgres::PostgresStore),
+    // Boxed: it is much the larger, and there is one per store anyway.
+    Postgres(Box<postgres::PostgresStore>),
 }
 
 type PinKey = (String, String, String);
@@ -220,7 +222,7 @@ impl PinStore {
                     return Err(PinError::UnsupportedUrl);
                 }
                 let pg = postgres::PostgresStore::open(url).await?;
-                Ok(PinStore { inner: Arc::new(Inner::new(Backend::Postgres(pg))) })
+                Ok(PinStore { inner: Arc::new(Inner::new(Backend::Postgres(Box::new(pg)))) })
             }
             None => {
                 // redb allows one open per process, so a second open of the same
@@ -290,7 +292,7 @@ impl PinStore {
         };
         // Sorted here rather than by the backend: PostgreSQL orders text by
         // its collation, redb by bytes, and exports should not depend on which.
-        pins.sort_by(|a, b| pin_key(a).cmp(&pin_key(b)));
+        pins.sort_by(|a, b| (&a.registry, &a.repository, &a.tag).cmp(&(&b.registry, &b.repository, &b.tag)));
         Ok(pins)
     }
 
@@ -318,21 +320,19 @@ impl PinStore {
     /// recorded against an earlier, since forgotten, pin of the tag are left out.
     pub async fn list_moved(&self) -> Result<Vec<(Pin, Vec<MoveEvent>)>, PinError> {
         let pins = self.list().await?;
-        let moves = self.moves().await?;
-        let mut out = Vec::new();
-        for p in pins {
-            let evs: Vec<MoveEvent> = moves
-                .iter()
-                .filter(|m| {
-                    m.registry == p.registry && m.repository == p.repository && m.tag == p.tag && m.pinned == p.digest
-                })
-                .cloned()
-                .collect();
-            if !evs.is_empty() {
-                out.push((p, evs));
-            }
+        let mut by_pin: std::collections::HashMap<(PinKey, Digest), Vec<MoveEvent>> = Default::default();
+        // `moves` is oldest first, so each group stays oldest first.
+        for m in self.moves().await? {
+            let k = (key(&m.registry, &m.repository, &m.tag), m.pinned.clone());
+            by_pin.entry(k).or_default().push(m);
         }
-        Ok(out)
+        Ok(pins
+            .into_iter()
+            .filter_map(|p| {
+                let evs = by_pin.remove(&(pin_key(&p), p.digest.clone()))?;
+                Some((p, evs))
+            })
+            .collect())
     }
 
     /// Removes a pin, so the tag is pinned afresh the next time it resolves.
@@ -357,6 +357,10 @@ impl PinStore {
 
     /// Inserts each pin of the file if its tag is not pinned yet; never
     /// replaces a stored pin. Conflicts are reported, not errors.
+    ///
+    /// Embedded, the whole file is one transaction. On PostgreSQL each pin
+    /// commits on its own, so an error midway leaves the pins before it
+    /// stored; running the import again is safe, as it is insert-if-absent.
     pub async fn import(&self, f: &PinsFile) -> Result<ImportReport, PinError> {
         f.check_version()?;
         for p in &f.pins {

@@ -62,7 +62,8 @@ impl PublicKey {
     /// Parses a DER SubjectPublicKeyInfo, as found in certificates, Rekor entries and
     /// `trusted_root.json`.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, String> {
-        let spki = SubjectPublicKeyInfoRef::try_from(der).map_err(|_| "is not a DER SubjectPublicKeyInfo".to_string())?;
+        let spki =
+            SubjectPublicKeyInfoRef::try_from(der).map_err(|_| "is not a DER SubjectPublicKeyInfo".to_string())?;
         match spki.algorithm.oid.to_string().as_str() {
             OID_EC_PUBLIC_KEY => {
                 if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
@@ -75,14 +76,17 @@ impl PublicKey {
             }
             OID_RSA_ENCRYPTION => {
                 let bits = spki.subject_public_key.as_bytes().ok_or("is a malformed RSA key")?;
-                let pkcs1 = rsa::pkcs1::RsaPublicKey::try_from(bits).map_err(|_| "is a malformed RSA key".to_string())?;
+                let pkcs1 =
+                    rsa::pkcs1::RsaPublicKey::try_from(bits).map_err(|_| "is a malformed RSA key".to_string())?;
                 let n = rsa::BigUint::from_bytes_be(pkcs1.modulus.as_bytes());
                 let e = rsa::BigUint::from_bytes_be(pkcs1.public_exponent.as_bytes());
                 let key = rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
                     .map_err(|e| format!("is an unusable RSA key: {e}"))?;
                 let k = PublicKey::Rsa(key);
                 match k.rsa_bits() {
-                    Some(b) if b < MIN_RSA_BITS => Err(format!("is a {b}-bit RSA key; at least {MIN_RSA_BITS} bits are required")),
+                    Some(b) if b < MIN_RSA_BITS => {
+                        Err(format!("is a {b}-bit RSA key; at least {MIN_RSA_BITS} bits are required"))
+                    }
                     _ => Ok(k),
                 }
             }
@@ -135,11 +139,13 @@ impl PublicKey {
         const BAD: &str = "signature does not verify";
         match self {
             PublicKey::P256(k) => {
-                let s = p256::ecdsa::Signature::from_der(sig).map_err(|_| "signature is not a DER ECDSA P-256 signature")?;
+                let s = p256::ecdsa::Signature::from_der(sig)
+                    .map_err(|_| "signature is not a DER ECDSA P-256 signature")?;
                 k.verify(msg, &s).map_err(|_| BAD.into())
             }
             PublicKey::P384(k) => {
-                let s = p384::ecdsa::Signature::from_der(sig).map_err(|_| "signature is not a DER ECDSA P-384 signature")?;
+                let s = p384::ecdsa::Signature::from_der(sig)
+                    .map_err(|_| "signature is not a DER ECDSA P-384 signature")?;
                 k.verify_prehash(&Sha384::digest(msg), &s)
                     .or_else(|_| k.verify_prehash(&Sha256::digest(msg), &s))
                     .map_err(|_| BAD.into())
@@ -163,11 +169,13 @@ impl PublicKey {
         let mismatch = || Err(format!("algorithm {alg} does not fit the signing key ({})", self.kind()));
         match (alg, self) {
             ("ES256", PublicKey::P256(k)) => {
-                let s = p256::ecdsa::Signature::from_slice(sig).map_err(|_| "ES256 signature is not 64 bytes of r || s")?;
+                let s =
+                    p256::ecdsa::Signature::from_slice(sig).map_err(|_| "ES256 signature is not 64 bytes of r || s")?;
                 k.verify(msg, &s).map_err(|_| BAD.into())
             }
             ("ES384", PublicKey::P384(k)) => {
-                let s = p384::ecdsa::Signature::from_slice(sig).map_err(|_| "ES384 signature is not 96 bytes of r || s")?;
+                let s =
+                    p384::ecdsa::Signature::from_slice(sig).map_err(|_| "ES384 signature is not 96 bytes of r || s")?;
                 k.verify(msg, &s).map_err(|_| BAD.into())
             }
             ("ES512", _) => Err("ES512 (ECDSA P-521) is not supported".into()),
@@ -341,7 +349,10 @@ mod tests {
             pk.verify_jose("PS256", b"jws", &sig.to_bytes()),
             Err("algorithm PS256 does not fit the signing key (ECDSA P-256)".into())
         );
-        assert_eq!(pk.verify_jose("ES512", b"jws", &sig.to_bytes()), Err("ES512 (ECDSA P-521) is not supported".into()));
+        assert_eq!(
+            pk.verify_jose("ES512", b"jws", &sig.to_bytes()),
+            Err("ES512 (ECDSA P-521) is not supported".into())
+        );
         assert_eq!(pk.verify_jose("none", b"jws", b""), Err("unsupported signature algorithm \"none\"".into()));
     }
 
@@ -367,7 +378,10 @@ mod tests {
         let pss = rsa::pss::SigningKey::<Sha384>::new(sk.clone()).sign_with_rng(&mut rng, b"p").to_vec();
         pk.verify_jose("PS384", b"p", &pss).expect("ps384");
         assert_eq!(pk.verify_jose("PS256", b"p", &pss), Err("signature does not verify".into()));
-        assert_eq!(pk.verify_jose("ES256", b"p", &pss), Err("algorithm ES256 does not fit the signing key (RSA-2048)".into()));
+        assert_eq!(
+            pk.verify_jose("ES256", b"p", &pss),
+            Err("algorithm ES256 does not fit the signing key (RSA-2048)".into())
+        );
         assert_eq!(pk.verify_jose("PS256", b"p", &pss[..10]), Err("signature does not verify".into()));
         // Round trip through SPKI.
         assert_eq!(PublicKey::from_spki_der(&pk.spki_der()).expect("der").rsa_bits(), Some(2048));
@@ -424,8 +438,12 @@ mod tests {
             PublicKey::from_pem(&vector("cosign/containers-image/pki_root_crts.pem")).err(),
             Some("is a certificate, not a PUBLIC KEY".into())
         );
-        let two = [vector("cosign/containers-image/cosign.pub"), vector("cosign/containers-image/cosign2.pub")].concat();
-        assert_eq!(PublicKey::from_pem(&two).err(), Some("contains 2 PUBLIC KEY blocks; configure one key per entry".into()));
+        let two =
+            [vector("cosign/containers-image/cosign.pub"), vector("cosign/containers-image/cosign2.pub")].concat();
+        assert_eq!(
+            PublicKey::from_pem(&two).err(),
+            Some("contains 2 PUBLIC KEY blocks; configure one key per entry".into())
+        );
         assert!(PublicKey::from_pem(&[0xff, 0xfe]).is_err());
         assert!(PublicKey::from_pem(&vec![b'a'; MAX_PEM_BYTES + 1]).is_err());
     }

@@ -1,1 +1,422 @@
-//! (being written)
+//! Offline verification of the Rekor transparency-log "bundle" cosign stores in the
+//! `dev.sigstore.cosign/bundle` layer annotation: the SignedEntryTimestamp (SET) and the binding of
+//! the logged entry to the signature being verified.
+//!
+//! A verified SET proves the log saw this signature at `integratedTime`, which is what makes a
+//! 10-minute Fulcio certificate checkable later. No inclusion proof is checked: the bundle does not
+//! carry one in format A, and cosign's offline mode does not check one either.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+
+use super::keys::{pem_blocks, truncate, PublicKey};
+use super::x509::{format_time, Certificate};
+
+/// Bundles are a few KiB; the body embeds at most a certificate chain.
+const MAX_BUNDLE_BYTES: usize = 256 << 10;
+
+/// A trusted Rekor log key.
+#[derive(Clone, Debug)]
+pub struct RekorKey {
+    /// Where it came from, for messages: a file name or `trusted_root.json tlogs[0]`.
+    pub name: String,
+    key: PublicKey,
+    spki: Vec<u8>,
+    /// Lowercase hex sha256 of the DER SubjectPublicKeyInfo, as bundles name their log.
+    log_id: String,
+    valid_from: Option<OffsetDateTime>,
+    valid_until: Option<OffsetDateTime>,
+}
+
+impl RekorKey {
+    /// A key from a PEM `PUBLIC KEY` file such as `rekor.pub`; valid at any time.
+    pub fn from_pem(name: impl Into<String>, pem: &[u8]) -> Result<RekorKey, String> {
+        let key = PublicKey::from_pem(pem)?;
+        let blocks = pem_blocks(pem, 16)?;
+        let der = blocks.iter().find(|b| b.label == "PUBLIC KEY").map(|b| b.der.clone()).unwrap_or_default();
+        Ok(RekorKey::new(name.into(), key, der, None, None))
+    }
+
+    /// A key from DER, with the validity window `trusted_root.json` gives it.
+    pub fn from_spki_der(
+        name: impl Into<String>,
+        der: &[u8],
+        valid_from: Option<OffsetDateTime>,
+        valid_until: Option<OffsetDateTime>,
+    ) -> Result<RekorKey, String> {
+        let key = PublicKey::from_spki_der(der)?;
+        Ok(RekorKey::new(name.into(), key, der.to_vec(), valid_from, valid_until))
+    }
+
+    fn new(
+        name: String,
+        key: PublicKey,
+        spki: Vec<u8>,
+        valid_from: Option<OffsetDateTime>,
+        valid_until: Option<OffsetDateTime>,
+    ) -> RekorKey {
+        // The log ID is over the DER exactly as published, which is what Rekor hashes.
+        let log_id = hex::encode(Sha256::digest(&spki));
+        RekorKey { name, key, spki, log_id, valid_from, valid_until }
+    }
+
+    pub fn log_id(&self) -> &str {
+        &self.log_id
+    }
+
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    /// Everything that decides what this key accepts, for configuration fingerprints.
+    pub fn fingerprint(&self, h: &mut Sha256) {
+        h.update((self.spki.len() as u64).to_be_bytes());
+        h.update(&self.spki);
+        for t in [self.valid_from, self.valid_until] {
+            h.update(t.map(|t| t.unix_timestamp()).unwrap_or(i64::MIN).to_be_bytes());
+        }
+    }
+}
+
+/// Who made the signature, to check the Rekor entry logged the same certificate or key.
+#[derive(Clone, Copy, Debug)]
+pub enum Signer<'a> {
+    Certificate(&'a Certificate),
+    Key(&'a PublicKey),
+}
+
+#[derive(Deserialize)]
+struct Bundle {
+    #[serde(rename = "SignedEntryTimestamp")]
+    set: String,
+    #[serde(rename = "Payload")]
+    payload: BundlePayload,
+}
+
+#[derive(Deserialize)]
+struct BundlePayload {
+    body: String,
+    #[serde(rename = "integratedTime")]
+    integrated_time: i64,
+    #[serde(rename = "logIndex")]
+    log_index: i64,
+    #[serde(rename = "logID")]
+    log_id: String,
+}
+
+/// Verifies a cosign bundle offline and returns its `integratedTime` (Unix seconds).
+///
+/// Checks: the SET is a signature by a trusted log key (chosen by `logID`) over the canonical JSON
+/// of the payload; the time lies in that key's validity; the logged entry (`hashedrekord` or
+/// `rekord` 0.0.1) records sha256 of `payload` and the same signature bytes.
+pub fn verify_cosign_bundle(
+    bundle_json: &str,
+    keys: &[RekorKey],
+    payload: &[u8],
+    signature: &[u8],
+) -> Result<i64, String> {
+    verify_cosign_bundle_for(bundle_json, keys, payload, signature, None)
+}
+
+/// [`verify_cosign_bundle`], and also requires the logged entry to name `signer`: the same
+/// certificate, or a certificate or key with the same public key.
+pub fn verify_cosign_bundle_for(
+    bundle_json: &str,
+    keys: &[RekorKey],
+    payload: &[u8],
+    signature: &[u8],
+    signer: Option<Signer<'_>>,
+) -> Result<i64, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if bundle_json.len() > MAX_BUNDLE_BYTES {
+        return Err(format!("Rekor bundle is {} bytes, more than the {MAX_BUNDLE_BYTES} allowed", bundle_json.len()));
+    }
+    let bundle: Bundle = serde_json::from_str(bundle_json).map_err(|e| format!("Rekor bundle is malformed: {e}"))?;
+    let p = &bundle.payload;
+    let key = keys.iter().find(|k| k.log_id.eq_ignore_ascii_case(&p.log_id)).ok_or_else(|| {
+        format!("Rekor bundle is from log {}, which is not a trusted Rekor key", truncate(&p.log_id, 64))
+    })?;
+    let set =
+        b64.decode(strip_whitespace(&bundle.set)).map_err(|_| "Rekor SignedEntryTimestamp is not valid base64")?;
+    key.key
+        .verify_cosign(&canonical_payload(p), &set)
+        .map_err(|_| format!("Rekor SignedEntryTimestamp does not verify with {}", key.name))?;
+
+    let when = OffsetDateTime::from_unix_timestamp(p.integrated_time)
+        .map_err(|_| format!("Rekor integratedTime {} is out of range", p.integrated_time))?;
+    if key.valid_from.is_some_and(|f| when < f) || key.valid_until.is_some_and(|u| when > u) {
+        return Err(format!("Rekor entry time {} is outside the validity of {}", format_time(when), key.name));
+    }
+
+    let body = b64.decode(p.body.as_bytes()).map_err(|_| "Rekor entry body is not valid base64")?;
+    check_body(&body, payload, signature, signer)?;
+    Ok(p.integrated_time)
+}
+
+/// RFC 8785 canonical JSON of the four payload fields: keys sorted, no whitespace. Written by hand
+/// so the bytes cannot depend on serde_json features (`preserve_order`) enabled elsewhere.
+fn canonical_payload(p: &BundlePayload) -> Vec<u8> {
+    let s = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    format!(
+        "{{\"body\":{},\"integratedTime\":{},\"logID\":{},\"logIndex\":{}}}",
+        s(&p.body),
+        p.integrated_time,
+        s(&p.log_id),
+        p.log_index
+    )
+    .into_bytes()
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    spec: EntrySpec,
+}
+
+#[derive(Deserialize)]
+struct EntrySpec {
+    data: Option<EntryData>,
+    signature: Option<EntrySignature>,
+}
+
+#[derive(Deserialize)]
+struct EntryData {
+    hash: Option<EntryHash>,
+}
+
+#[derive(Deserialize)]
+struct EntryHash {
+    algorithm: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct EntrySignature {
+    content: String,
+    #[serde(rename = "publicKey")]
+    public_key: Option<EntryContent>,
+}
+
+#[derive(Deserialize)]
+struct EntryContent {
+    content: String,
+}
+
+fn check_body(body: &[u8], payload: &[u8], signature: &[u8], signer: Option<Signer<'_>>) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let entry: Entry = serde_json::from_slice(body).map_err(|e| format!("Rekor entry body is malformed: {e}"))?;
+    if !matches!(entry.kind.as_str(), "hashedrekord" | "rekord") || entry.api_version != "0.0.1" {
+        return Err(format!(
+            "Rekor entry is a {} {} entry, not a hashedrekord or rekord 0.0.1 signature entry",
+            truncate(&entry.kind, 32),
+            truncate(&entry.api_version, 16)
+        ));
+    }
+    let hash = entry.spec.data.and_then(|d| d.hash).ok_or("Rekor entry records no payload hash")?;
+    if hash.algorithm != "sha256" {
+        return Err(format!("Rekor entry hash algorithm {} is not sha256", truncate(&hash.algorithm, 16)));
+    }
+    if !hash.value.eq_ignore_ascii_case(&hex::encode(Sha256::digest(payload))) {
+        return Err("Rekor entry is for another payload (payload hash mismatch)".into());
+    }
+    let sig = entry.spec.signature.ok_or("Rekor entry records no signature")?;
+    let logged = b64.decode(strip_whitespace(&sig.content)).map_err(|_| "Rekor entry signature is not valid base64")?;
+    if logged != signature {
+        return Err("Rekor entry records a different signature".into());
+    }
+    if let Some(signer) = signer {
+        let pk = sig.public_key.ok_or("Rekor entry records no certificate or key")?;
+        let pem = b64.decode(strip_whitespace(&pk.content)).map_err(|_| "Rekor entry key is not valid base64")?;
+        check_signer(&pem, signer)?;
+    }
+    Ok(())
+}
+
+/// The logged PEM is a certificate or a public key; compare what both sides can express.
+fn check_signer(pem: &[u8], signer: Signer<'_>) -> Result<(), String> {
+    const MISMATCH: &str = "Rekor entry records a different certificate or key than the signature's";
+    let blocks = pem_blocks(pem, 4).map_err(|e| format!("Rekor entry key {e}"))?;
+    let block = blocks.first().ok_or("Rekor entry key contains no PEM block")?;
+    let same = match (block.label.as_str(), signer) {
+        ("CERTIFICATE", Signer::Certificate(c)) => block.der == c.der,
+        ("CERTIFICATE", Signer::Key(k)) => {
+            let logged = Certificate::from_der(&block.der).map_err(|e| format!("Rekor entry certificate {e}"))?;
+            logged.public_key().is_ok_and(|l| &l == k)
+        }
+        ("PUBLIC KEY", Signer::Certificate(c)) => {
+            PublicKey::from_spki_der(&block.der).is_ok_and(|l| c.public_key().is_ok_and(|k| k == l))
+        }
+        ("PUBLIC KEY", Signer::Key(k)) => PublicKey::from_spki_der(&block.der).is_ok_and(|l| &l == k),
+        (other, _) => {
+            return Err(format!("Rekor entry key is a PEM {}, not a certificate or public key", truncate(other, 32)))
+        }
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(MISMATCH.into())
+    }
+}
+
+pub(crate) fn strip_whitespace(s: &str) -> String {
+    s.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer as _;
+
+    fn vector(path: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/vectors/{path}", env!("CARGO_MANIFEST_DIR"))).expect("vector file")
+    }
+
+    pub(crate) fn rekor_pub() -> RekorKey {
+        RekorKey::from_pem("rekor.pub", &vector("cosign/containers-image/rekor.pub")).expect("rekor.pub")
+    }
+
+    fn layer(dir: &str) -> (Vec<u8>, Vec<u8>, String, std::collections::BTreeMap<String, String>) {
+        let l = super::super::cosign::SignatureLayer::from_sigstore_json_file(&vector(&format!(
+            "cosign/containers-image/{dir}/signature-1"
+        )))
+        .expect("layer");
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(strip_whitespace(&l.annotations["dev.cosignproject.cosign/signature"]))
+            .expect("sig");
+        let bundle = l.annotations["dev.sigstore.cosign/bundle"].clone();
+        (l.payload, sig, bundle, l.annotations)
+    }
+
+    /// A bundle for `payload`/`sig` signed by a test log key, as Rekor would make it.
+    pub(crate) fn make_bundle(
+        log: &p256::ecdsa::SigningKey,
+        payload: &[u8],
+        sig: &[u8],
+        signer_pem: &str,
+        integrated_time: i64,
+    ) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))}},
+                "signature": {"content": b64.encode(sig), "publicKey": {"content": b64.encode(signer_pem)}}
+            }
+        });
+        let p = BundlePayload {
+            body: b64.encode(serde_json::to_vec(&body).expect("json")),
+            integrated_time,
+            log_index: 42,
+            log_id: test_log_key(log).log_id,
+        };
+        let set: p256::ecdsa::Signature = log.sign(&canonical_payload(&p));
+        serde_json::json!({
+            "SignedEntryTimestamp": b64.encode(set.to_der().as_bytes()),
+            "Payload": {"body": p.body, "integratedTime": p.integrated_time, "logIndex": p.log_index, "logID": p.log_id}
+        })
+        .to_string()
+    }
+
+    pub(crate) fn test_log_key(log: &p256::ecdsa::SigningKey) -> RekorKey {
+        let der = PublicKey::P256(*log.verifying_key()).spki_der();
+        RekorKey::from_spki_der("test-rekor.pub", &der, None, None).expect("key")
+    }
+
+    #[test]
+    fn the_rekor_test_key_has_the_production_log_id() {
+        assert_eq!(rekor_pub().log_id(), "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d");
+    }
+
+    #[test]
+    fn the_key_rekor_vector_bundle_verifies_and_binds_to_its_key() {
+        let (payload, sig, bundle, _) = layer("dir-img-cosign-key-rekor-valid");
+        assert_eq!(verify_cosign_bundle(&bundle, &[rekor_pub()], &payload, &sig), Ok(1_674_251_859));
+        let key = PublicKey::from_pem(&vector("cosign/containers-image/cosign2.pub")).expect("key");
+        assert!(verify_cosign_bundle_for(&bundle, &[rekor_pub()], &payload, &sig, Some(Signer::Key(&key))).is_ok());
+        let other = PublicKey::from_pem(&vector("cosign/containers-image/cosign.pub")).expect("key");
+        assert_eq!(
+            verify_cosign_bundle_for(&bundle, &[rekor_pub()], &payload, &sig, Some(Signer::Key(&other))),
+            Err("Rekor entry records a different certificate or key than the signature's".into())
+        );
+    }
+
+    #[test]
+    fn the_fulcio_vector_bundle_verifies_at_its_integrated_time() {
+        let (payload, sig, bundle, ann) = layer("dir-img-cosign-fulcio-rekor-valid");
+        let cert = super::super::x509::parse_pem_certificates(ann["dev.sigstore.cosign/certificate"].as_bytes())
+            .expect("cert")
+            .remove(0);
+        assert_eq!(
+            verify_cosign_bundle_for(&bundle, &[rekor_pub()], &payload, &sig, Some(Signer::Certificate(&cert))),
+            Ok(1_674_247_893)
+        );
+        // A key whose validity window does not cover the entry time is not trusted for it.
+        let late = RekorKey::from_spki_der(
+            "late",
+            rekor_pub().spki_der(),
+            Some(OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("t")),
+            None,
+        )
+        .expect("key");
+        assert_eq!(
+            verify_cosign_bundle(&bundle, &[late], &payload, &sig),
+            Err("Rekor entry time 2023-01-20T20:51:33Z is outside the validity of late".into())
+        );
+    }
+
+    #[test]
+    fn bundles_that_do_not_match_the_signature_are_refused_with_reasons() {
+        let (payload, sig, bundle, _) = layer("dir-img-cosign-key-rekor-valid");
+        let keys = [rekor_pub()];
+        let mut other_payload = payload.clone();
+        other_payload.push(b' ');
+        assert_eq!(
+            verify_cosign_bundle(&bundle, &keys, &other_payload, &sig),
+            Err("Rekor entry is for another payload (payload hash mismatch)".into())
+        );
+        let mut other_sig = sig.clone();
+        other_sig[8] ^= 1;
+        assert_eq!(
+            verify_cosign_bundle(&bundle, &keys, &payload, &other_sig),
+            Err("Rekor entry records a different signature".into())
+        );
+        // Change the integrated time: the SET no longer covers the payload.
+        let forged = bundle.replace("\"integratedTime\":", "\"integratedTime\":1");
+        assert_eq!(
+            verify_cosign_bundle(&forged, &keys, &payload, &sig),
+            Err("Rekor SignedEntryTimestamp does not verify with rekor.pub".into())
+        );
+        assert!(verify_cosign_bundle("{", &keys, &payload, &sig).unwrap_err().starts_with("Rekor bundle is malformed"));
+        assert!(verify_cosign_bundle("[]", &keys, &payload, &sig).is_err());
+        assert_eq!(verify_cosign_bundle(&bundle, &[], &payload, &sig).unwrap_err(),
+            "Rekor bundle is from log c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d, which is not a trusted Rekor key");
+    }
+
+    #[test]
+    fn a_bundle_signed_by_another_log_key_is_refused() {
+        let (payload, sig, _, _) = layer("dir-img-cosign-key-rekor-valid");
+        let rogue = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).expect("key");
+        let pem = String::from_utf8(vector("cosign/containers-image/cosign2.pub")).expect("pem");
+        let bundle = make_bundle(&rogue, &payload, &sig, &pem, 1_700_000_000);
+        // Accepted by its own key, so the construction is right …
+        assert_eq!(verify_cosign_bundle(&bundle, &[test_log_key(&rogue)], &payload, &sig), Ok(1_700_000_000));
+        // … but not by the trusted log.
+        let err = verify_cosign_bundle(&bundle, &[rekor_pub()], &payload, &sig).unwrap_err();
+        assert!(err.ends_with("which is not a trusted Rekor key"), "{err}");
+        // Claiming the trusted log's ID does not help: the SET does not verify with its key.
+        let lying = bundle.replace(test_log_key(&rogue).log_id(), rekor_pub().log_id());
+        assert_eq!(
+            verify_cosign_bundle(&lying, &[rekor_pub()], &payload, &sig),
+            Err("Rekor SignedEntryTimestamp does not verify with rekor.pub".into())
+        );
+        let garbage = bundle.replace("\"SignedEntryTimestamp\":\"", "\"SignedEntryTimestamp\":\"!!");
+        assert_eq!(
+            verify_cosign_bundle(&garbage, &[test_log_key(&rogue)], &payload, &sig),
+            Err("Rekor SignedEntryTimestamp is not valid base64".into())
+        );
+    }
+}

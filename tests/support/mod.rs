@@ -615,7 +615,7 @@ impl Sigmirror {
             .arg("--config")
             .arg(&self.config_path)
             .current_dir(self.dir.path())
-            .env("RUST_LOG", std::env::var("SIGMIRROR_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("SIGMIRROR_LOG", std::env::var("SIGMIRROR_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -20,7 +20,7 @@ use super::trustpolicy::Dn;
 /// certificate "with extra data" is not the certificate that was signed.
 pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
-        Ok((rest, c)) if rest.is_empty() => Ok(c),
+        Ok(([], c)) => Ok(c),
         Ok(_) => Err("certificate has trailing data".into()),
         Err(e) => Err(format!("certificate does not parse: {e}")),
     }
@@ -405,8 +405,3 @@ fn general_name(n: &x509_parser::extensions::GeneralName) -> String {
     }
 }
 
-/// SHA-256 of a DER certificate, hex, for messages and fingerprints.
-pub fn sha256_hex(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
-}

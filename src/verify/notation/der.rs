@@ -21,7 +21,6 @@ pub const SET: u8 = 0x31;
 pub const INTEGER: u8 = 0x02;
 pub const OCTET_STRING: u8 = 0x04;
 pub const OID: u8 = 0x06;
-pub const BOOLEAN: u8 = 0x01;
 pub const GENERALIZED_TIME: u8 = 0x18;
 
 /// Reads the first element of `input`, returning it and the rest.
@@ -96,7 +95,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses a whole input that must be exactly one element of `tag`.
-pub fn exactly(input: &[u8], tag: u8, what: &str) -> Result<Tlv<'_>, String> {
+pub fn exactly<'a>(input: &'a [u8], tag: u8, what: &str) -> Result<Tlv<'a>, String> {
     let (t, rest) = read(input).map_err(|e| format!("{what}: {e}"))?;
     if t.tag != tag {
         return Err(format!("{what}: expected tag 0x{tag:02x}, found 0x{:02x}", t.tag));

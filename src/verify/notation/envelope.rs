@@ -16,7 +16,6 @@ pub const H_EXPIRY: &str = "io.cncf.notary.expiry";
 pub const H_VERIFICATION_PLUGIN: &str = "io.cncf.notary.verificationPlugin";
 pub const H_VERIFICATION_PLUGIN_MIN_VERSION: &str = "io.cncf.notary.verificationPluginMinVersion";
 pub const H_TIMESTAMP_SIGNATURE: &str = "io.cncf.notary.timestampSignature";
-pub const H_SIGNING_AGENT: &str = "io.cncf.notary.signingAgent";
 
 /// More certificates than this in `x5c` is not a real signing chain; the
 /// bound keeps the per-signature work small.

@@ -208,7 +208,7 @@ impl NotationVerifier {
             )?;
             false
         } else {
-            let found = stores.iter().any(|r| self.store.certs(r).iter().any(|t| env.chain.iter().any(|c| *c == t.der)));
+            let found = stores.iter().any(|r| self.store.certs(r).iter().any(|t| env.chain.contains(&t.der)));
             if !found {
                 let names: Vec<String> = stores.iter().map(|r| r.to_string()).collect();
                 run.fail(run.stmt.actions.authenticity, "authenticity", format!("certificate chain does not reach trust store {}", names.join(", ")))?;

@@ -699,7 +699,7 @@ mod tests {
             (one(r#"{"name":"a","registryScopes":["r.io/*"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["*"]}"#), "wildcard"),
             (one(r#"{"name":"a","registryScopes":["*","r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["*"]}"#), "mixed with other scopes"),
             (one(r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["x509.subject: C=US, O=x"]}"#), "has no ST"),
-            (one(r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["CN=x"]}"#), "no \\\"x509.subject:\\\" prefix"),
+            (one(r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["CN=x"]}"#), "no \"x509.subject:\" prefix"),
             (one(r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["*","x509.subject: C=US, ST=WA, O=x"]}"#), "mixed with other identities"),
             (one(r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["x509.subject: C=US, ST=WA, O=x, OU=a","x509.subject: C=US, ST=WA, O=x"]}"#), "overlaps"),
             (one(r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["x509.subject: C=US+ST=WA, O=x"]}"#), "multi-valued"),
