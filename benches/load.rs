@@ -121,7 +121,8 @@ async fn load(method: &str, url: &str, conc: usize, dur: Duration) -> Cell {
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (client, method, url, stop, errors) = (client.clone(), method.clone(), url.to_string(), stop.clone(), errors.clone());
+        let (client, method, url, stop, errors) =
+            (client.clone(), method.clone(), url.to_string(), stop.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             while !stop.load(Ordering::Relaxed) {
@@ -148,8 +149,14 @@ async fn load(method: &str, url: &str, conc: usize, dur: Duration) -> Cell {
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
-    Cell { rps: all.len() as f64 / elapsed, p50_us: pct(0.50), p99_us: pct(0.99), errors: errors.load(Ordering::Relaxed) }
+    let pct =
+        |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    Cell {
+        rps: all.len() as f64 / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
 }
 
 struct Server {
@@ -221,7 +228,8 @@ fn start_nginx(image: &Pushed, big_digest: &str, big: &[u8]) -> Server {
     );
     let conf_path = dir.path().join("nginx.conf");
     fs::write(&conf_path, conf).unwrap();
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists()).expect("nginx is missing");
+    let nginx =
+        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists()).expect("nginx is missing");
     let mut child = Command::new(nginx)
         .arg("-c")
         .arg(&conf_path)

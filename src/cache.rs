@@ -141,12 +141,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn key(n: u8) -> VerdictKey {
-        VerdictKey {
-            registry: "r".into(),
-            repo: "x".into(),
-            digest: Digest::of(&[n]),
-            policy_fingerprint: [n; 32],
-        }
+        VerdictKey { registry: "r".into(), repo: "x".into(), digest: Digest::of(&[n]), policy_fingerprint: [n; 32] }
     }
 
     #[tokio::test]

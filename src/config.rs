@@ -244,7 +244,11 @@ impl Checker {
         let path = self.resolve(p);
         match std::fs::metadata(&path) {
             Ok(m) if m.len() > MAX_TRUST_FILE => {
-                self.problem(key, format!("{} is {} bytes, more than the {MAX_TRUST_FILE} allowed", path.display(), m.len()), "point at the key or certificate file itself");
+                self.problem(
+                    key,
+                    format!("{} is {} bytes, more than the {MAX_TRUST_FILE} allowed", path.display(), m.len()),
+                    "point at the key or certificate file itself",
+                );
                 return None;
             }
             _ => {}
@@ -252,7 +256,11 @@ impl Checker {
         match std::fs::read(&path) {
             Ok(bytes) => Some(TrustFile { name: p.display().to_string(), path, bytes }),
             Err(e) => {
-                self.problem(key, format!("cannot read {}: {e}", path.display()), "check the path; relative paths are resolved against the config file's directory");
+                self.problem(
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                    "check the path; relative paths are resolved against the config file's directory",
+                );
                 None
             }
         }
@@ -327,7 +335,11 @@ impl Config {
         let listen = match raw.listen.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                c.problem("listen", format!("{:?} is not an address", raw.listen), "write host:port, for example \"127.0.0.1:5050\"");
+                c.problem(
+                    "listen",
+                    format!("{:?} is not an address", raw.listen),
+                    "write host:port, for example \"127.0.0.1:5050\"",
+                );
                 "127.0.0.1:0".parse().expect("literal")
             }
         };
@@ -339,7 +351,11 @@ impl Config {
             }
             (None, None) => None,
             _ => {
-                c.problem("tls_cert", "tls_cert and tls_key must be set together", "set both, or neither for plain HTTP");
+                c.problem(
+                    "tls_cert",
+                    "tls_cert and tls_key must be set together",
+                    "set both, or neither for plain HTTP",
+                );
                 None
             }
         };
@@ -382,39 +398,69 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
     }
     let defaults = raw.iter().filter(|u| u.default).count();
     if defaults > 1 {
-        c.problem("upstream.default", format!("{defaults} upstreams are marked default"), "mark at most one upstream default = true");
+        c.problem(
+            "upstream.default",
+            format!("{defaults} upstreams are marked default"),
+            "mark at most one upstream default = true",
+        );
     }
     for (i, u) in raw.iter().enumerate() {
         let key = |k: &str| format!("upstream[{i}].{k}");
         if u.registry.is_empty() || u.registry.contains('/') || u.registry.contains(char::is_whitespace) {
-            c.problem(key("registry"), format!("{:?} is not a registry host name", u.registry), "use the name clients send as ns=, for example \"docker.io\"");
+            c.problem(
+                key("registry"),
+                format!("{:?} is not a registry host name", u.registry),
+                "use the name clients send as ns=, for example \"docker.io\"",
+            );
         }
         if raw[..i].iter().any(|o| o.registry == u.registry) {
-            c.problem(key("registry"), format!("{:?} is configured twice", u.registry), "keep one [[upstream]] per registry");
+            c.problem(
+                key("registry"),
+                format!("{:?} is configured twice", u.registry),
+                "keep one [[upstream]] per registry",
+            );
         }
         let (plain_http, host) = if let Some(h) = u.url.strip_prefix("https://") {
             (false, h)
         } else if let Some(h) = u.url.strip_prefix("http://") {
             (true, h)
         } else {
-            c.problem(key("url"), format!("{:?} does not start with https://", u.url), "write the registry's base URL, for example \"https://registry-1.docker.io\"");
+            c.problem(
+                key("url"),
+                format!("{:?} does not start with https://", u.url),
+                "write the registry's base URL, for example \"https://registry-1.docker.io\"",
+            );
             (false, "")
         };
         let host = host.trim_end_matches('/');
         if host.is_empty() || host.contains('/') {
-            c.problem(key("url"), format!("{:?} must be a scheme and host[:port] only", u.url), "drop any path; sigmirror adds /v2/ itself");
+            c.problem(
+                key("url"),
+                format!("{:?} must be a scheme and host[:port] only", u.url),
+                "drop any path; sigmirror adds /v2/ itself",
+            );
         }
         let password = match (&u.username, &u.password_file) {
-            (Some(_), Some(p)) => c.read(&key("password_file"), p).map(|f| String::from_utf8_lossy(&f.bytes).trim().to_string()),
+            (Some(_), Some(p)) => {
+                c.read(&key("password_file"), p).map(|f| String::from_utf8_lossy(&f.bytes).trim().to_string())
+            }
             (None, None) => None,
             _ => {
-                c.problem(key("username"), "username and password_file must be set together", "set both for basic or token auth, or neither for anonymous pulls");
+                c.problem(
+                    key("username"),
+                    "username and password_file must be set together",
+                    "set both for basic or token auth, or neither for anonymous pulls",
+                );
                 None
             }
         };
         let ca = u.ca_file.as_ref().and_then(|p| c.read(&key("ca_file"), p));
         if u.connect_timeout_secs == 0 || u.request_timeout_secs == 0 {
-            c.problem(key("request_timeout_secs"), "timeouts must be at least 1 second", "remove the key to use the defaults (5 s connect, 30 s request)");
+            c.problem(
+                key("request_timeout_secs"),
+                "timeouts must be at least 1 second",
+                "remove the key to use the defaults (5 s connect, 30 s request)",
+            );
         }
         out.push(Upstream {
             registry: u.registry.clone(),

@@ -67,9 +67,7 @@ enum PinsAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SIGMIRROR_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SIGMIRROR_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Runtime::new() {
@@ -111,7 +109,11 @@ async fn serve(config: PathBuf) -> ExitCode {
         }
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(policies = state.policies.policies.len(), upstreams = state.upstreams.len(), "sigmirror listening on {scheme}://{bound}");
+    tracing::info!(
+        policies = state.policies.policies.len(),
+        upstreams = state.upstreams.len(),
+        "sigmirror listening on {scheme}://{bound}"
+    );
     // Tests and scripts read the bound address (port 0 picks one) from stdout.
     let mut out = tokio::io::stdout();
     let _ = out.write_all(format!("sigmirror listening on {scheme}://{bound}\n").as_bytes()).await;
@@ -212,7 +214,13 @@ async fn open_pins(state: &sigmirror::server::State) -> Result<PinStore, ExitCod
         }
         .await;
         match result {
-            Ok(r) => tracing::info!(inserted = r.inserted, unchanged = r.unchanged, conflicts = r.conflicts.len(), "pins_file {} applied", path.display()),
+            Ok(r) => tracing::info!(
+                inserted = r.inserted,
+                unchanged = r.unchanged,
+                conflicts = r.conflicts.len(),
+                "pins_file {} applied",
+                path.display()
+            ),
             Err(e) => {
                 eprintln!("pins_file {}: {e}", path.display());
                 return Err(ExitCode::from(2));
@@ -236,16 +244,26 @@ async fn pins(config: PathBuf, action: PinsAction) -> ExitCode {
     };
     let result: Result<String, String> = match action {
         PinsAction::Export => store.export().await.map(|f| f.to_json()).map_err(|e| e.to_string()),
-        PinsAction::Import { file } => match std::fs::read(&file).map_err(|e| e.to_string()).and_then(|b| PinsFile::from_json(&b).map_err(|e| e.to_string())) {
-            Ok(f) => store.import(&f).await.map(|r| serde_json::to_string_pretty(&r).unwrap_or_default()).map_err(|e| e.to_string()),
+        PinsAction::Import { file } => match std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| PinsFile::from_json(&b).map_err(|e| e.to_string()))
+        {
+            Ok(f) => store
+                .import(&f)
+                .await
+                .map(|r| serde_json::to_string_pretty(&r).unwrap_or_default())
+                .map_err(|e| e.to_string()),
             Err(e) => Err(format!("{}: {e}", file.display())),
         },
-        PinsAction::List { moved: false } => store.list().await.map(|p| serde_json::to_string_pretty(&p).unwrap_or_default()).map_err(|e| e.to_string()),
+        PinsAction::List { moved: false } => {
+            store.list().await.map(|p| serde_json::to_string_pretty(&p).unwrap_or_default()).map_err(|e| e.to_string())
+        }
         PinsAction::List { moved: true } => store
             .list_moved()
             .await
             .map(|m| {
-                let rows: Vec<_> = m.into_iter().map(|(pin, moves)| serde_json::json!({ "pin": pin, "moves": moves })).collect();
+                let rows: Vec<_> =
+                    m.into_iter().map(|(pin, moves)| serde_json::json!({ "pin": pin, "moves": moves })).collect();
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             })
             .map_err(|e| e.to_string()),

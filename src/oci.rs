@@ -119,10 +119,21 @@ impl fmt::Display for ManifestRef {
 pub enum Route {
     /// `/v2/`: the API version check.
     Base,
-    Manifest { repo: String, reference: ManifestRef },
-    Blob { repo: String, digest: Digest },
-    TagsList { repo: String },
-    Referrers { repo: String, digest: Digest },
+    Manifest {
+        repo: String,
+        reference: ManifestRef,
+    },
+    Blob {
+        repo: String,
+        digest: Digest,
+    },
+    TagsList {
+        repo: String,
+    },
+    Referrers {
+        repo: String,
+        digest: Digest,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -233,9 +244,8 @@ pub struct ImageRef {
 impl FromStr for ImageRef {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (registry, rest) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not <registry>/<repository>:<tag> or @<digest>"))?;
+        let (registry, rest) =
+            s.split_once('/').ok_or_else(|| format!("{s:?} is not <registry>/<repository>:<tag> or @<digest>"))?;
         let (repo, reference) = if let Some((repo, d)) = rest.split_once('@') {
             (repo, ManifestRef::Digest(d.parse().map_err(|e: InvalidDigest| e.to_string())?))
         } else if let Some((repo, t)) = rest.rsplit_once(':') {
@@ -309,7 +319,10 @@ mod tests {
         let d: Digest = D.parse().unwrap();
         assert_eq!(d.referrers_tag(), format!("sha256-{}", &D[7..]));
         assert_eq!(d.cosign_signature_tag(), format!("sha256-{}.sig", &D[7..]));
-        assert_eq!(Digest::of(b"{}").as_str(), "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a");
+        assert_eq!(
+            Digest::of(b"{}").as_str(),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
         assert!("SHA256:00".parse::<Digest>().is_err());
     }
 

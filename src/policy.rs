@@ -108,14 +108,26 @@ impl PolicySet {
         let mut names = BTreeMap::new();
         let mut policies = Vec::new();
         if raw.policy.is_empty() {
-            c.problem("policy", "no [[policy]] is configured, so every image would be refused", "add a [[policy]] with a name, scope and authorities");
+            c.problem(
+                "policy",
+                "no [[policy]] is configured, so every image would be refused",
+                "add a [[policy]] with a name, scope and authorities",
+            );
         }
         for (i, p) in raw.policy.iter().enumerate() {
             if let Some(first) = names.insert(p.name.clone(), i) {
-                c.problem(format!("policy[{i}].name"), format!("{:?} is also the name of policy[{first}]", p.name), "give every policy a unique name; refusals and logs name it");
+                c.problem(
+                    format!("policy[{i}].name"),
+                    format!("{:?} is also the name of policy[{first}]", p.name),
+                    "give every policy a unique name; refusals and logs name it",
+                );
             }
             if p.name.is_empty() || p.name.len() > 100 {
-                c.problem(format!("policy[{i}].name"), "must be 1 to 100 characters", "name the policy after the team or image set it guards");
+                c.problem(
+                    format!("policy[{i}].name"),
+                    "must be 1 to 100 characters",
+                    "name the policy after the team or image set it guards",
+                );
             }
             policies.push(build_policy(i, p, notation.clone(), c));
         }
@@ -152,15 +164,27 @@ fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
 fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>, c: &mut Checker) -> Policy {
     let mut scope = Vec::new();
     if p.scope.is_empty() {
-        c.problem(format!("policy[{i}].scope"), "is empty, so the policy matches nothing", "add globs such as \"docker.io/team-a/**\"");
+        c.problem(
+            format!("policy[{i}].scope"),
+            "is empty, so the policy matches nothing",
+            "add globs such as \"docker.io/team-a/**\"",
+        );
     }
     for (j, s) in p.scope.iter().enumerate() {
-        if !s.contains('/') {
-            c.problem(format!("policy[{i}].scope[{j}]"), format!("{s:?} has no registry part"), "write <registry>/<repository glob>, for example \"ghcr.io/acme/**\"");
+        if !s.contains('/') && !s.starts_with('*') {
+            c.problem(
+                format!("policy[{i}].scope[{j}]"),
+                format!("{s:?} has no registry part"),
+                "write <registry>/<repository glob>, for example \"ghcr.io/acme/**\"",
+            );
         }
         match glob(s) {
             Ok(m) => scope.push((s.clone(), m)),
-            Err(e) => c.problem(format!("policy[{i}].scope[{j}]"), format!("{s:?} is not a glob: {e}"), "use *, ** and ? wildcards"),
+            Err(e) => c.problem(
+                format!("policy[{i}].scope[{j}]"),
+                format!("{s:?} is not a glob: {e}"),
+                "use *, ** and ? wildcards",
+            ),
         }
     }
     let mut immutable_tags = Vec::new();
@@ -171,18 +195,30 @@ fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>
         };
         match Glob::new(pat) {
             Ok(g) => immutable_tags.push((negated, g.compile_matcher())),
-            Err(e) => c.problem(format!("policy[{i}].immutable_tags[{j}]"), format!("{t:?} is not a glob: {e}"), "use patterns like \"v*\" or \"!latest\""),
+            Err(e) => c.problem(
+                format!("policy[{i}].immutable_tags[{j}]"),
+                format!("{t:?} is not a glob: {e}"),
+                "use patterns like \"v*\" or \"!latest\"",
+            ),
         }
     }
     if let Some(r) = &p.signature_repository {
         let segs: Vec<&str> = r.split('/').collect();
         if crate::oci::parse_route(&format!("/v2/{r}/tags/list")).is_err() || segs.is_empty() {
-            c.problem(format!("policy[{i}].signature_repository"), format!("{r:?} is not a repository name"), "write a repository in the same registry, like \"acme/signatures\"");
+            c.problem(
+                format!("policy[{i}].signature_repository"),
+                format!("{r:?} is not a repository name"),
+                "write a repository in the same registry, like \"acme/signatures\"",
+            );
         }
     }
     let cosign = CosignAuthority::from_policy(i, p, c);
     if p.notation && notation.is_none() {
-        c.problem(format!("policy[{i}].notation"), "is true but there is no [notation] table", "add [notation] with trust_policy and trust_store");
+        c.problem(
+            format!("policy[{i}].notation"),
+            "is true but there is no [notation] table",
+            "add [notation] with trust_policy and trust_store",
+        );
     }
     let notation = if p.notation { notation } else { None };
 
@@ -262,16 +298,27 @@ impl Policy {
         })
     }
 
-    async fn verify(&self, up: &UpstreamClient, subject: &Subject<'_>, now: time::OffsetDateTime) -> Result<Verdict, UpstreamError> {
+    async fn verify(
+        &self,
+        up: &UpstreamClient,
+        subject: &Subject<'_>,
+        now: time::OffsetDateTime,
+    ) -> Result<Verdict, UpstreamError> {
         if self.authority_count() == 0 {
-            return Ok(self.deny("no signature verifier configured (the policy lists no cosign key, certificate or notation)"));
+            return Ok(
+                self.deny("no signature verifier configured (the policy lists no cosign key, certificate or notation)")
+            );
         }
         let mut results: Vec<AuthorityResult> = Vec::new();
         if !self.cosign.is_empty() {
             match self.cosign_layers(up, subject).await? {
                 Ok(layers) => {
                     let reference = self.expected_docker_reference(subject);
-                    let exp = cosign::Expectation { digest: &subject.manifest.digest, docker_reference: reference.as_deref(), now };
+                    let exp = cosign::Expectation {
+                        digest: &subject.manifest.digest,
+                        docker_reference: reference.as_deref(),
+                        now,
+                    };
                     for auth in &self.cosign {
                         results.push(check_cosign_authority(auth, &layers, &exp));
                     }
@@ -335,14 +382,21 @@ impl Policy {
                 return Ok(Err(format!("signature layer digest {:?} is invalid", l.digest)));
             };
             if l.size > MAX_PAYLOAD_BYTES as u64 {
-                return Ok(Err(format!("signature payload {digest} is {} bytes, more than {MAX_PAYLOAD_BYTES}", l.size)));
+                return Ok(Err(format!(
+                    "signature payload {digest} is {} bytes, more than {MAX_PAYLOAD_BYTES}",
+                    l.size
+                )));
             }
             let payload = match up.small_blob(sig_repo, &digest, MAX_PAYLOAD_BYTES).await {
                 Ok(p) => p,
                 // A payload whose bytes do not hash to its descriptor is a
                 // tampered signature, not an outage.
-                Err(UpstreamError::DigestMismatch { .. }) => return Ok(Err(format!("payload digest mismatch for {digest}"))),
-                Err(UpstreamError::NotFound) => return Ok(Err(format!("signature payload {digest} is missing upstream"))),
+                Err(UpstreamError::DigestMismatch { .. }) => {
+                    return Ok(Err(format!("payload digest mismatch for {digest}")))
+                }
+                Err(UpstreamError::NotFound) => {
+                    return Ok(Err(format!("signature payload {digest} is missing upstream")))
+                }
                 Err(e) => return Err(e),
             };
             layers.push(SignatureLayer {
@@ -352,7 +406,9 @@ impl Policy {
             });
         }
         if layers.is_empty() {
-            return Ok(Err(format!("no cosign signature found (signature manifest {tag} has no simple-signing layer)")));
+            return Ok(Err(format!(
+                "no cosign signature found (signature manifest {tag} has no simple-signing layer)"
+            )));
         }
         Ok(Ok(layers))
     }
@@ -404,7 +460,11 @@ impl Policy {
 }
 
 /// Runs every layer against one authority: one verified layer satisfies it.
-fn check_cosign_authority(auth: &CosignAuthority, layers: &[SignatureLayer], exp: &cosign::Expectation<'_>) -> AuthorityResult {
+fn check_cosign_authority(
+    auth: &CosignAuthority,
+    layers: &[SignatureLayer],
+    exp: &cosign::Expectation<'_>,
+) -> AuthorityResult {
     let mut reasons = Vec::new();
     for layer in layers {
         match cosign::verify_layer(auth, layer, exp) {
@@ -520,7 +580,8 @@ async fn notation_envelope(
     let Ok(sig_digest) = d.digest.parse::<Digest>() else {
         return Ok(Err(format!("notation: referrer digest {:?} is invalid", d.digest)));
     };
-    let Some(m) = up.optional_manifest(repo, &ManifestRef::Digest(sig_digest.clone()), media::OCI_MANIFEST).await? else {
+    let Some(m) = up.optional_manifest(repo, &ManifestRef::Digest(sig_digest.clone()), media::OCI_MANIFEST).await?
+    else {
         return Ok(Err(format!("notation: signature manifest {sig_digest} is missing")));
     };
     let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
@@ -546,7 +607,9 @@ async fn notation_envelope(
     }
     match up.small_blob(repo, &blob_digest, MAX_ENVELOPE_BYTES).await {
         Ok(b) => Ok(Ok((layer.media_type.clone(), b.to_vec()))),
-        Err(UpstreamError::DigestMismatch { .. }) => Ok(Err("notation: integrity validation failed: envelope digest mismatch".into())),
+        Err(UpstreamError::DigestMismatch { .. }) => {
+            Ok(Err("notation: integrity validation failed: envelope digest mismatch".into()))
+        }
         Err(UpstreamError::NotFound) => Ok(Err(format!("notation: envelope {blob_digest} is missing"))),
         Err(e) => Err(e),
     }
@@ -587,7 +650,10 @@ mod tests {
     fn all_requires_every_authority() {
         assert!(combine("p", Require::All, vec![ok("a"), ok("b")]).is_allow());
         let v = combine("p", Require::All, vec![ok("a"), no("notation: expired")]);
-        assert_eq!(v, Verdict::Deny { policy: Some("p".into()), reason: "require = \"all\" and notation: expired".into() });
+        assert_eq!(
+            v,
+            Verdict::Deny { policy: Some("p".into()), reason: "require = \"all\" and notation: expired".into() }
+        );
         assert!(!combine("p", Require::All, vec![no("a"), no("b")]).is_allow());
     }
 
@@ -595,7 +661,10 @@ mod tests {
     fn an_empty_authority_list_fails_closed_for_any_and_all() {
         for r in [Require::Any, Require::All] {
             let v = combine("p", r, vec![]);
-            assert_eq!(v, Verdict::Deny { policy: Some("p".into()), reason: "no signature verifier configured".into() });
+            assert_eq!(
+                v,
+                Verdict::Deny { policy: Some("p".into()), reason: "no signature verifier configured".into() }
+            );
         }
     }
 
@@ -659,6 +728,9 @@ scope = ["r.test/team-a/**"]
     #[test]
     fn refusal_messages_name_the_policy_image_and_reason() {
         let v = Verdict::Deny { policy: Some("team-a".into()), reason: "no cosign signature found".into() };
-        assert_eq!(v.refusal_message("r/x@sha256:1").unwrap(), "policy team-a refused r/x@sha256:1: no cosign signature found");
+        assert_eq!(
+            v.refusal_message("r/x@sha256:1").unwrap(),
+            "policy team-a refused r/x@sha256:1: no cosign signature found"
+        );
     }
 }

@@ -16,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 use crate::cache::{ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
 use crate::config::{Config, Mode, OnTagMove};
 use crate::error::{Body, BoxError, Error, Resource};
-use crate::oci::{media, parse_route, Digest, ManifestRef, Route};
 use crate::metrics::{DecisionLabels, PolicyLabels, METRICS};
+use crate::oci::{media, parse_route, Digest, ManifestRef, Route};
 use crate::pins::{MoveEvent, Pin, PinStore};
 use crate::policy::{self, PolicySet, Subject, Verdict};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
@@ -84,7 +84,8 @@ impl State {
                     .map_err(|e| Error::upstream(Resource::Manifest, e))?
             }
             ManifestRef::Tag(_) => {
-                let m = up.manifest(repo, reference, accept).await.map_err(|e| Error::upstream(Resource::Manifest, e))?;
+                let m =
+                    up.manifest(repo, reference, accept).await.map_err(|e| Error::upstream(Resource::Manifest, e))?;
                 let key = ManifestKey { registry: registry.into(), repo: repo.into(), digest: m.digest.clone() };
                 self.manifests.insert(key, m.clone()).await;
                 m
@@ -96,7 +97,13 @@ impl State {
 
     /// The decision point: which policy governs the image, and its verdict,
     /// from cache or freshly verified.
-    pub async fn decide(&self, registry: &str, up: &UpstreamClient, repo: &str, m: &Manifest) -> Result<Verdict, Error> {
+    pub async fn decide(
+        &self,
+        registry: &str,
+        up: &UpstreamClient,
+        repo: &str,
+        m: &Manifest,
+    ) -> Result<Verdict, Error> {
         let Some(policy) = self.policies.select(registry, repo) else {
             return Ok(Verdict::Deny { policy: None, reason: format!("no policy's scope matches {registry}/{repo}") });
         };
@@ -107,7 +114,10 @@ impl State {
             policy_fingerprint: policy.fingerprint,
         };
         if let Some(parent) = self.children.parent_of(&key).await {
-            return Ok(Verdict::Allow { policy: policy.name.clone(), by: format!("listed by verified index {parent}") });
+            return Ok(Verdict::Allow {
+                policy: policy.name.clone(),
+                by: format!("listed by verified index {parent}"),
+            });
         }
         let subject = Subject { registry, repo, manifest: m };
         let verify = async {
@@ -144,7 +154,10 @@ impl App {
             current: RwLock::new(Arc::new(state)),
             pins,
             moved: moka::sync::Cache::builder().max_capacity(100_000).build(),
-            revalidated: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(every.max(std::time::Duration::from_millis(1))).build(),
+            revalidated: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(every.max(std::time::Duration::from_millis(1)))
+                .build(),
             tag_moves_total: AtomicU64::new(0),
         }
     }
@@ -421,7 +434,10 @@ pub fn log_decision(v: &Verdict, image: &str, reference: &ManifestRef) {
 fn bytes_response(content_type: &str, body: Bytes, digest: Option<&Digest>, head: bool) -> Response<Body> {
     let mut b = Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        )
         .header(header::CONTENT_LENGTH, body.len());
     if let Some(d) = digest {
         b = b.header("Docker-Content-Digest", d.as_str());
@@ -484,7 +500,10 @@ pub fn verify_stream(
                     st.total += chunk.len() as u64;
                     if st.content_length.is_some_and(|n| st.total > n) {
                         st.done = true;
-                        let e = BlobIntegrityError { expected: st.expected.clone(), what: "more bytes than Content-Length".into() };
+                        let e = BlobIntegrityError {
+                            expected: st.expected.clone(),
+                            what: "more bytes than Content-Length".into(),
+                        };
                         tracing::warn!("{e}");
                         return Some((Err(e.into()), st));
                     }
@@ -503,7 +522,10 @@ pub fn verify_stream(
                     let actual = Digest::from_sha256(&hash);
                     if actual != st.expected {
                         METRICS.blob_digest_mismatches.inc();
-                        let e = BlobIntegrityError { expected: st.expected.clone(), what: format!("upstream sent {actual}") };
+                        let e = BlobIntegrityError {
+                            expected: st.expected.clone(),
+                            what: format!("upstream sent {actual}"),
+                        };
                         tracing::warn!("{e}");
                         return Some((Err(e.into()), st));
                     }

@@ -107,8 +107,8 @@ impl UpstreamClient {
             // Registries redirect blob reads to storage; follow a few.
             .redirect(reqwest::redirect::Policy::limited(5));
         if let Some(ca) = &cfg.ca {
-            let certs = reqwest::Certificate::from_pem_bundle(&ca.bytes)
-                .map_err(|e| format!("ca_file {}: {e}", ca.name))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&ca.bytes).map_err(|e| format!("ca_file {}: {e}", ca.name))?;
             builder = builder.tls_certs_merge(certs);
         }
         let http = builder.build().map_err(|e| e.to_string())?;
@@ -217,7 +217,13 @@ impl UpstreamClient {
     pub async fn manifest(&self, repo: &str, reference: &ManifestRef, accept: &str) -> Result<Manifest, UpstreamError> {
         self.count("manifest");
         let resp = self
-            .send(repo, reqwest::Method::GET, &format!("{repo}/manifests/{reference}"), Some(accept), Some(self.cfg.request_timeout))
+            .send(
+                repo,
+                reqwest::Method::GET,
+                &format!("{repo}/manifests/{reference}"),
+                Some(accept),
+                Some(self.cfg.request_timeout),
+            )
             .await?;
         let resp = check_status(resp).await?;
         let declared = header(&resp, "docker-content-digest");
@@ -317,7 +323,9 @@ impl UpstreamClient {
             .send(repo, reqwest::Method::GET, &path, Some(media::OCI_INDEX), Some(self.cfg.request_timeout))
             .await?;
         match check_status(resp).await {
-            Ok(resp) => Ok(Some(read_bounded(resp, MAX_MANIFEST_BYTES, "a referrers index", self.cfg.request_timeout).await?)),
+            Ok(resp) => {
+                Ok(Some(read_bounded(resp, MAX_MANIFEST_BYTES, "a referrers index", self.cfg.request_timeout).await?))
+            }
             Err(UpstreamError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }

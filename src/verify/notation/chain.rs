@@ -87,7 +87,10 @@ pub fn subject_dn(c: &X509Certificate) -> Result<Dn, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for a in c.subject().iter_attributes() {
         let Some(k) = short_name(a.attr_type()) else {
-            return Err(format!("the subject has attribute {} that x509.subject identities cannot name", a.attr_type().to_id_string()));
+            return Err(format!(
+                "the subject has attribute {} that x509.subject identities cannot name",
+                a.attr_type().to_id_string()
+            ));
         };
         let v = a.as_str().map_err(|_| format!("the subject's {k} is not a text string"))?;
         if out.iter().any(|(t, _)| t == k) {
@@ -186,12 +189,19 @@ pub fn issued_by(child: &X509Certificate, parent: &X509Certificate) -> Result<()
 /// Verifies `child`'s signature with `parent`'s key (no CA checks).
 pub fn check_signature(child: &X509Certificate, parent: &X509Certificate) -> Result<(), String> {
     let sig_oid = &child.signature_algorithm.algorithm;
-    if *sig_oid == oid_registry::OID_PKCS1_SHA1WITHRSA || *sig_oid == oid_registry::OID_SHA1_WITH_RSA || sig_oid.to_id_string() == "1.2.840.10045.4.1" {
+    if *sig_oid == oid_registry::OID_PKCS1_SHA1WITHRSA
+        || *sig_oid == oid_registry::OID_SHA1_WITH_RSA
+        || sig_oid.to_id_string() == "1.2.840.10045.4.1"
+    {
         return Err(format!("{:?} is signed with SHA-1, which is not allowed", subject_of(child)));
     }
-    child
-        .verify_signature(Some(parent.public_key()))
-        .map_err(|e| format!("the signature on {:?} does not verify with the key of {:?}: {e}", subject_of(child), subject_of(parent)))
+    child.verify_signature(Some(parent.public_key())).map_err(|e| {
+        format!(
+            "the signature on {:?} does not verify with the key of {:?}: {e}",
+            subject_of(child),
+            subject_of(parent)
+        )
+    })
 }
 
 /// Self-signed in Go's sense for a chain's last element: it verifies under
@@ -233,7 +243,10 @@ pub fn validate_chain(certs: &[X509Certificate], purpose: Purpose, at: Option<Of
         check_time(c)?;
         check_signature(c, c).map_err(|e| format!("the single certificate is not validly self-signed: {e}"))?;
         if c.issuer().as_raw() != c.subject().as_raw() {
-            return Err(format!("the single certificate {:?} is not self-signed, so the chain does not end in a root", subject_of(c)));
+            return Err(format!(
+                "the single certificate {:?} is not self-signed, so the chain does not end in a root",
+                subject_of(c)
+            ));
         }
         return validate_leaf(c, purpose);
     }
@@ -298,7 +311,9 @@ fn key_usage<'a>(c: &'a X509Certificate, purpose: Purpose) -> Result<&'a x509_pa
 fn validate_leaf(c: &X509Certificate, purpose: Purpose) -> Result<(), String> {
     let s = subject_of(c);
     match c.basic_constraints() {
-        Ok(Some(bc)) if bc.value.ca => return Err(format!("signing certificate {s:?} is a CA (basic constraints cA=true)")),
+        Ok(Some(bc)) if bc.value.ca => {
+            return Err(format!("signing certificate {s:?} is a CA (basic constraints cA=true)"))
+        }
         Ok(_) => {}
         Err(e) => return Err(format!("signing certificate {s:?} has malformed basic constraints: {e}")),
     }
@@ -322,9 +337,14 @@ fn validate_leaf(c: &X509Certificate, purpose: Purpose) -> Result<(), String> {
         }
     }
     if !bad.is_empty() {
-        return Err(format!("signing certificate {s:?}: key usage must be digitalSignature only, but also has {}", bad.join(", ")));
+        return Err(format!(
+            "signing certificate {s:?}: key usage must be digitalSignature only, but also has {}",
+            bad.join(", ")
+        ));
     }
-    let eku = c.extended_key_usage().map_err(|e| format!("signing certificate {s:?} has a malformed extended key usage: {e}"))?;
+    let eku = c
+        .extended_key_usage()
+        .map_err(|e| format!("signing certificate {s:?} has a malformed extended key usage: {e}"))?;
     match purpose {
         Purpose::Timestamping => {
             // RFC 3161 2.3: exactly one EKU, timeStamping, marked critical.
@@ -332,9 +352,18 @@ fn validate_leaf(c: &X509Certificate, purpose: Purpose) -> Result<(), String> {
                 return Err(format!("timestamping certificate {s:?} has no extended key usage"));
             };
             let e = eku.value;
-            let only_ts = e.time_stamping && !e.any && !e.server_auth && !e.client_auth && !e.code_signing && !e.email_protection && !e.ocsp_signing && e.other.is_empty();
+            let only_ts = e.time_stamping
+                && !e.any
+                && !e.server_auth
+                && !e.client_auth
+                && !e.code_signing
+                && !e.email_protection
+                && !e.ocsp_signing
+                && e.other.is_empty();
             if !only_ts {
-                return Err(format!("timestamping certificate {s:?} must have timeStamping as its only extended key usage"));
+                return Err(format!(
+                    "timestamping certificate {s:?} must have timeStamping as its only extended key usage"
+                ));
             }
             if !eku.critical {
                 return Err(format!("timestamping certificate {s:?}: the extended key usage must be critical"));
@@ -360,7 +389,9 @@ fn validate_leaf(c: &X509Certificate, purpose: Purpose) -> Result<(), String> {
     }
     let spec = key_spec(c).map_err(|e| format!("certificate {s:?}: {e}"))?;
     if spec.alg().is_none() {
-        return Err(format!("certificate {s:?} has an {spec} key; the Notary Project allows RSA 2048/3072/4096 and EC P-256/384/521"));
+        return Err(format!(
+            "certificate {s:?} has an {spec} key; the Notary Project allows RSA 2048/3072/4096 and EC P-256/384/521"
+        ));
     }
     Ok(())
 }
@@ -404,4 +435,3 @@ fn general_name(n: &x509_parser::extensions::GeneralName) -> String {
         other => format!("{other:?}"),
     }
 }
-

@@ -17,7 +17,8 @@ use super::envelope::*;
 const X5CHAIN: i64 = 33;
 
 pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
-    let msg = CoseSign1::from_tagged_slice(bytes).map_err(|e| format!("the COSE envelope is not a tagged COSE_Sign1: {e:?}"))?;
+    let msg = CoseSign1::from_tagged_slice(bytes)
+        .map_err(|e| format!("the COSE envelope is not a tagged COSE_Sign1: {e:?}"))?;
     let prot = &msg.protected.header;
 
     let alg = match &prot.alg {
@@ -26,7 +27,8 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
         Some(RegisteredLabelWithPrivate::Text(t)) => return Err(format!("COSE alg {t:?} is not allowed")),
         None => return Err("the COSE protected header has no alg".into()),
     };
-    let alg = Alg::from_cose(alg).ok_or_else(|| format!("COSE alg {alg} is not allowed (PS256/384/512, ES256/384/512)"))?;
+    let alg =
+        Alg::from_cose(alg).ok_or_else(|| format!("COSE alg {alg} is not allowed (PS256/384/512, ES256/384/512)"))?;
 
     let mut env = Envelope {
         alg,
@@ -56,10 +58,16 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
             env.content_type = Some(t.clone());
             env.present.push("3".into());
         }
-        Some(RegisteredLabel::Assigned(a)) => return Err(format!("COSE content type {} is numeric, not {PAYLOAD_CONTENT_TYPE:?}", a.to_i64())),
+        Some(RegisteredLabel::Assigned(a)) => {
+            return Err(format!("COSE content type {} is numeric, not {PAYLOAD_CONTENT_TYPE:?}", a.to_i64()))
+        }
         None => {}
     }
-    if !prot.key_id.is_empty() || !prot.iv.is_empty() || !prot.partial_iv.is_empty() || !prot.counter_signatures.is_empty() {
+    if !prot.key_id.is_empty()
+        || !prot.iv.is_empty()
+        || !prot.partial_iv.is_empty()
+        || !prot.counter_signatures.is_empty()
+    {
         // Not used by notation; present only to be listed for crit checks.
         env.present.push("other".into());
     }

@@ -144,9 +144,13 @@ impl Envelope {
             }
             Scheme::SigningAuthority => {
                 if self.signing_time.is_some() {
-                    return Err(format!("{H_SIGNING_TIME} is not allowed with the notary.x509.signingAuthority scheme"));
+                    return Err(format!(
+                        "{H_SIGNING_TIME} is not allowed with the notary.x509.signingAuthority scheme"
+                    ));
                 }
-                self.authentic_signing_time.ok_or_else(|| format!("{H_AUTHENTIC_SIGNING_TIME} is required with the notary.x509.signingAuthority scheme"))?
+                self.authentic_signing_time.ok_or_else(|| {
+                    format!("{H_AUTHENTIC_SIGNING_TIME} is required with the notary.x509.signingAuthority scheme")
+                })?
             }
         };
         if let Some(expiry) = self.expiry {
@@ -195,18 +199,25 @@ impl Envelope {
     /// needs to know.
     pub fn unsupported_critical(&self) -> Option<String> {
         if let Some(p) = &self.verification_plugin {
-            return Some(format!("the signature requires the verification plugin {p:?}, and sigmirror does not run notation plugins"));
+            return Some(format!(
+                "the signature requires the verification plugin {p:?}, and sigmirror does not run notation plugins"
+            ));
         }
         let known = [H_SIGNING_SCHEME, H_EXPIRY, H_AUTHENTIC_SIGNING_TIME, H_SIGNING_TIME];
         let unknown: Vec<&str> = self.crit.iter().map(String::as_str).filter(|c| !known.contains(c)).collect();
         if unknown.is_empty() {
             None
         } else {
-            Some(format!("unsupported critical header {}", unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ")))
+            Some(format!(
+                "unsupported critical header {}",
+                unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ")
+            ))
         }
     }
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -62,11 +62,13 @@ impl<'de> Deserialize<'de> for UniqueObject {
 /// Decodes a JWS envelope. Errors are integrity failures: the envelope is
 /// not something notation would have produced.
 pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
-    let raw: RawJws = serde_json::from_slice(bytes).map_err(|e| format!("the JWS envelope is not valid JSON of the expected shape: {e}"))?;
+    let raw: RawJws = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the JWS envelope is not valid JSON of the expected shape: {e}"))?;
     let protected = b64_url(&raw.protected).map_err(|e| format!("the JWS protected header is not base64url: {e}"))?;
     let payload = b64_url(&raw.payload).map_err(|e| format!("the JWS payload is not base64url: {e}"))?;
     let signature = b64_url(&raw.signature).map_err(|e| format!("the JWS signature is not base64url: {e}"))?;
-    let header: UniqueObject = serde_json::from_slice(&protected).map_err(|e| format!("the JWS protected header is not a JSON object: {e}"))?;
+    let header: UniqueObject = serde_json::from_slice(&protected)
+        .map_err(|e| format!("the JWS protected header is not a JSON object: {e}"))?;
 
     let mut alg = None;
     let mut env = Envelope {
@@ -89,7 +91,10 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
         match k.as_str() {
             "alg" => {
                 let s = string(&k, &v)?;
-                alg = Some(Alg::from_jose(s).ok_or_else(|| format!("JWS alg {s:?} is not allowed (PS256/384/512, ES256/384/512)"))?);
+                alg = Some(
+                    Alg::from_jose(s)
+                        .ok_or_else(|| format!("JWS alg {s:?} is not allowed (PS256/384/512, ES256/384/512)"))?,
+                );
             }
             "cty" => env.content_type = Some(string(&k, &v)?.to_string()),
             "crit" => {

@@ -10,7 +10,8 @@
 //! and then the payload must name exactly the artifact being pulled.
 //!
 //! Everything that cannot be decided offline fails closed unless the policy
-//! explicitly relaxes it: see [`revocation`](NotationVerifier) below.
+//! explicitly relaxes it: revocation status (sigmirror never contacts OCSP or
+//! CRL servers), verification plugins and unknown critical attributes.
 
 mod chain;
 mod cose;
@@ -63,7 +64,9 @@ pub struct Target<'a> {
 pub enum Outcome {
     /// The signature verified. `logged` lists the validations that failed
     /// but that the level only logs (empty at `strict` by construction).
-    Verified { logged: Vec<String> },
+    Verified {
+        logged: Vec<String>,
+    },
     /// The applicable statement has level `skip`: no verification at all.
     Skipped,
     Refused(String),
@@ -78,7 +81,11 @@ impl NotationVerifier {
         let mut problems = Vec::new();
         let policy = trustpolicy::parse(&policy_file.bytes, &mut problems);
         for p in problems.drain(..) {
-            c.problem(format!("notation.trust_policy: {}", p.at), format!("{}: {}", policy_file.name, p.message), p.fix);
+            c.problem(
+                format!("notation.trust_policy: {}", p.at),
+                format!("{}: {}", policy_file.name, p.message),
+                p.fix,
+            );
         }
         let policy = policy?;
         let root = c.resolve(&raw.trust_store);
@@ -128,7 +135,10 @@ impl NotationVerifier {
     /// Verifies one signature envelope for the artifact.
     pub fn verify(&self, target: &Target, envelope_media_type: &str, envelope: &[u8], now: OffsetDateTime) -> Outcome {
         let Some(stmt) = self.policy.statement_for(target.registry_scope) else {
-            return Outcome::Refused(format!("notation: no notation trust policy statement applies to {}", target.registry_scope));
+            return Outcome::Refused(format!(
+                "notation: no notation trust policy statement applies to {}",
+                target.registry_scope
+            ));
         };
         if stmt.level == Level::Skip {
             return Outcome::Skipped;
@@ -140,13 +150,23 @@ impl NotationVerifier {
         }
     }
 
-    fn evaluate(&self, run: &mut Run, target: &Target, media_type: &str, bytes: &[u8], now: OffsetDateTime) -> Result<(), String> {
+    fn evaluate(
+        &self,
+        run: &mut Run,
+        target: &Target,
+        media_type: &str,
+        bytes: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), String> {
         let integrity = |d: String| format!("notation: integrity validation failed: {d}");
 
         // 1. Integrity: parse, verify the signature with the leaf, check the
         //    signed attributes and the chain's structure.
         if bytes.len() > MAX_ENVELOPE {
-            return Err(integrity(format!("the envelope is {} bytes, more than the {MAX_ENVELOPE} allowed", bytes.len())));
+            return Err(integrity(format!(
+                "the envelope is {} bytes, more than the {MAX_ENVELOPE} allowed",
+                bytes.len()
+            )));
         }
         let env = match media_type {
             MEDIA_TYPE_JWS => jws::parse(bytes),
@@ -167,7 +187,11 @@ impl NotationVerifier {
             return Err(integrity(format!("the signing certificate has an {spec} key, which the Notary Project does not allow (RSA keys must be 2048, 3072 or 4096 bits)")));
         };
         if expected != env.alg {
-            return Err(integrity(format!("the signature algorithm {} does not match the {spec} signing key, which requires {}", env.alg.jose_name(), expected.jose_name())));
+            return Err(integrity(format!(
+                "the signature algorithm {} does not match the {spec} signing key, which requires {}",
+                env.alg.jose_name(),
+                expected.jose_name()
+            )));
         }
         crypto::verify(leaf.public_key().raw, env.alg, &env.signed_bytes, &env.signature).map_err(integrity)?;
         let validated = env.validate_headers().map_err(integrity)?;
@@ -178,7 +202,8 @@ impl NotationVerifier {
             Scheme::SigningAuthority => env.authentic_signing_time,
             Scheme::X509 => None,
         };
-        chain::validate_chain(&certs, chain::Purpose::CodeSigning, at).map_err(|e| integrity(format!("certificate chain: {e}")))?;
+        chain::validate_chain(&certs, chain::Purpose::CodeSigning, at)
+            .map_err(|e| integrity(format!("certificate chain: {e}")))?;
 
         // Extended critical attributes need a plugin or an extension we do not
         // have: never claim a signature verifies when part of it was ignored,
@@ -204,14 +229,23 @@ impl NotationVerifier {
             run.fail(
                 run.stmt.actions.authenticity,
                 "authenticity",
-                format!("the signature uses the {} scheme, and trust policy statement {:?} lists no {} trust store", validated.scheme.name(), run.stmt.name, kind.name()),
+                format!(
+                    "the signature uses the {} scheme, and trust policy statement {:?} lists no {} trust store",
+                    validated.scheme.name(),
+                    run.stmt.name,
+                    kind.name()
+                ),
             )?;
             false
         } else {
             let found = stores.iter().any(|r| self.store.certs(r).iter().any(|t| env.chain.contains(&t.der)));
             if !found {
                 let names: Vec<String> = stores.iter().map(|r| r.to_string()).collect();
-                run.fail(run.stmt.actions.authenticity, "authenticity", format!("certificate chain does not reach trust store {}", names.join(", ")))?;
+                run.fail(
+                    run.stmt.actions.authenticity,
+                    "authenticity",
+                    format!("certificate chain does not reach trust store {}", names.join(", ")),
+                )?;
             }
             found
         };
@@ -257,7 +291,13 @@ impl NotationVerifier {
     /// Under notary.x509 the only proof of when the signature was made is an
     /// RFC 3161 timestamp. Without one (or when the policy does not ask for
     /// one), every certificate must be valid now.
-    fn authentic_timestamp(&self, run: &mut Run, env: &Envelope, certs: &[X509Certificate], now: OffsetDateTime) -> Result<(), String> {
+    fn authentic_timestamp(
+        &self,
+        run: &mut Run,
+        env: &Envelope,
+        certs: &[X509Certificate],
+        now: OffsetDateTime,
+    ) -> Result<(), String> {
         let action = run.stmt.actions.authentic_timestamp;
         let tsa: Vec<&StoreRef> = run.stmt.stores_of(StoreType::Tsa).collect();
         let mut use_timestamp = !tsa.is_empty();
@@ -267,7 +307,15 @@ impl NotationVerifier {
         if !use_timestamp {
             for c in certs {
                 if now < chain::not_before(c) {
-                    return run.fail(action, "authenticTimestamp", format!("certificate {:?} is not valid until {}", chain::subject_of(c), rfc3339(chain::not_before(c))));
+                    return run.fail(
+                        action,
+                        "authenticTimestamp",
+                        format!(
+                            "certificate {:?} is not valid until {}",
+                            chain::subject_of(c),
+                            rfc3339(chain::not_before(c))
+                        ),
+                    );
                 }
                 if now > chain::not_after(c) {
                     return run.fail(
@@ -280,26 +328,46 @@ impl NotationVerifier {
             return Ok(());
         }
         let Some(token) = &env.timestamp else {
-            return run.fail(action, "authenticTimestamp", "no timestamp countersignature was found in the signature envelope".into());
+            return run.fail(
+                action,
+                "authenticTimestamp",
+                "no timestamp countersignature was found in the signature envelope".into(),
+            );
         };
         let roots: Vec<&truststore::TrustedCert> = tsa.iter().flat_map(|r| self.store.certs(r).iter()).collect();
         let stamp = match timestamp::verify(token, &env.signature, &roots) {
             Ok(s) => s,
-            Err(e) => return run.fail(action, "authenticTimestamp", format!("the timestamp countersignature does not verify: {e}")),
+            Err(e) => {
+                return run.fail(
+                    action,
+                    "authenticTimestamp",
+                    format!("the timestamp countersignature does not verify: {e}"),
+                )
+            }
         };
         for c in certs {
             if stamp.lower < chain::not_before(c) {
                 return run.fail(
                     action,
                     "authenticTimestamp",
-                    format!("the timestamp ({}) can be before certificate {:?} became valid at {}", rfc3339(stamp.lower), chain::subject_of(c), rfc3339(chain::not_before(c))),
+                    format!(
+                        "the timestamp ({}) can be before certificate {:?} became valid at {}",
+                        rfc3339(stamp.lower),
+                        chain::subject_of(c),
+                        rfc3339(chain::not_before(c))
+                    ),
                 );
             }
             if stamp.upper > chain::not_after(c) {
                 return run.fail(
                     action,
                     "authenticTimestamp",
-                    format!("the timestamp ({}) can be after certificate {:?} expired at {}", rfc3339(stamp.upper), chain::subject_of(c), rfc3339(chain::not_after(c))),
+                    format!(
+                        "the timestamp ({}) can be after certificate {:?} expired at {}",
+                        rfc3339(stamp.upper),
+                        chain::subject_of(c),
+                        rfc3339(chain::not_after(c))
+                    ),
                 );
             }
         }
@@ -356,7 +424,11 @@ impl Run<'_> {
         match action {
             Action::Enforce => Err(format!("notation: {kind} validation failed: {detail}")),
             Action::Log => {
-                self.logged.push(format!("notation: {kind} validation failed (logged only; statement {:?} at level {}): {detail}", self.stmt.name, self.stmt.level.name()));
+                self.logged.push(format!(
+                    "notation: {kind} validation failed (logged only; statement {:?} at level {}): {detail}",
+                    self.stmt.name,
+                    self.stmt.level.name()
+                ));
                 Ok(())
             }
             Action::Skip => Ok(()),
@@ -386,7 +458,9 @@ struct TargetArtifact {
 /// The payload must name exactly the artifact being verified: digest, size
 /// and media type, like notation-go's `content.Equal`.
 fn check_payload(env: &Envelope, target: &Target) -> Result<(), String> {
-    let p: Payload = serde_json::from_slice(&env.payload).map_err(|e| format!("notation: integrity validation failed: the payload is not a Notary Project payload: {e}"))?;
+    let p: Payload = serde_json::from_slice(&env.payload).map_err(|e| {
+        format!("notation: integrity validation failed: the payload is not a Notary Project payload: {e}")
+    })?;
     let t = p.target_artifact;
     if t.digest != target.digest.as_str() {
         return Err(format!("notation: payload is for {} not {}", t.digest, target.digest.as_str()));
@@ -398,10 +472,4 @@ fn check_payload(env: &Envelope, target: &Target) -> Result<(), String> {
         return Err(format!("notation: payload says {} is {:?}, not {:?}", t.digest, t.media_type, target.media_type));
     }
     Ok(())
-}
-
-/// Hex SHA-256 of bytes, for tests and messages.
-#[allow(dead_code)]
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(b))
 }

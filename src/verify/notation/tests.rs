@@ -45,7 +45,8 @@ impl Fixture {
     }
 
     fn verifier(&self, policy: &str) -> NotationVerifier {
-        NotationVerifier::from_parts(policy.as_bytes(), &self.dir.path().join("truststore")).unwrap_or_else(|p| panic!("policy does not load: {p:?}"))
+        NotationVerifier::from_parts(policy.as_bytes(), &self.dir.path().join("truststore"))
+            .unwrap_or_else(|p| panic!("policy does not load: {p:?}"))
     }
 }
 
@@ -58,7 +59,15 @@ fn policy(level: &str, stores: &[&str], extra: &str) -> String {
     )
 }
 
-fn verify_at(v: &NotationVerifier, media_type: &str, env: &[u8], digest: &str, artifact_type: &str, size: u64, now: OffsetDateTime) -> Outcome {
+fn verify_at(
+    v: &NotationVerifier,
+    media_type: &str,
+    env: &[u8],
+    digest: &str,
+    artifact_type: &str,
+    size: u64,
+    now: OffsetDateTime,
+) -> Outcome {
     let digest: Digest = digest.parse().unwrap();
     v.verify(&Target { registry_scope: SCOPE, digest: &digest, media_type: artifact_type, size }, media_type, env, now)
 }
@@ -136,7 +145,15 @@ fn e2e(layout: &str, v: &NotationVerifier, now: OffsetDateTime) -> Outcome {
     let sigs = layout_signatures(layout);
     assert_eq!(sigs.len(), 1, "{layout} should hold one signature");
     let (subject, mt, env) = &sigs[0];
-    verify_at(v, mt, env, subject["digest"].as_str().unwrap(), subject["mediaType"].as_str().unwrap(), subject["size"].as_u64().unwrap(), now)
+    verify_at(
+        v,
+        mt,
+        env,
+        subject["digest"].as_str().unwrap(),
+        subject["mediaType"].as_str().unwrap(),
+        subject["size"].as_u64().unwrap(),
+        now,
+    )
 }
 
 const E2E_NOW: OffsetDateTime = datetime!(2025-06-01 00:00 UTC);
@@ -158,7 +175,10 @@ fn the_e2e_valid_signature_is_refused_for_authenticity_when_only_new_e2e_crt_is_
     let f = Fixture::new().cert("ca", "e2e", "new_e2e.crt", &read("notation-cli-e2e/new_e2e.crt"));
     for level in ["strict", "permissive"] {
         let o = e2e("e2e-valid-signature", &f.verifier(&policy(level, &["ca:e2e"], "")), E2E_NOW);
-        assert_refused(&o, &["notation: authenticity validation failed: certificate chain does not reach trust store ca:e2e"]);
+        assert_refused(
+            &o,
+            &["notation: authenticity validation failed: certificate chain does not reach trust store ca:e2e"],
+        );
     }
     // audit only logs authenticity
     let logged = assert_verified(&e2e("e2e-valid-signature", &f.verifier(&policy("audit", &["ca:e2e"], "")), E2E_NOW));
@@ -170,11 +190,16 @@ fn the_e2e_expired_signature_is_refused_at_strict_and_only_logged_at_permissive(
     let f = Fixture::new().cert("ca", "e2e", "e2e.crt", &read("notation-cli-e2e/e2e.crt"));
     let o = e2e("e2e-expired-signature", &f.verifier(&policy("strict", &["ca:e2e"], "")), E2E_NOW);
     assert_refused(&o, &["notation: expiry validation failed: signature expired at 2023-06-27T05:21:21Z"]);
-    let logged = assert_verified(&e2e("e2e-expired-signature", &f.verifier(&policy("permissive", &["ca:e2e"], "")), E2E_NOW));
+    let logged =
+        assert_verified(&e2e("e2e-expired-signature", &f.verifier(&policy("permissive", &["ca:e2e"], "")), E2E_NOW));
     assert_eq!(logged.len(), 1);
     assert!(logged[0].contains("expiry validation failed (logged only; statement \"test\" at level permissive): signature expired at 2023-06-27T05:21:21Z"), "{logged:?}");
     // Before its expiry it verifies cleanly at strict.
-    assert_verified_clean(&e2e("e2e-expired-signature", &f.verifier(&policy("strict", &["ca:e2e"], "")), datetime!(2023-06-27 05:21:00 UTC)));
+    assert_verified_clean(&e2e(
+        "e2e-expired-signature",
+        &f.verifier(&policy("strict", &["ca:e2e"], "")),
+        datetime!(2023-06-27 05:21:00 UTC),
+    ));
 }
 
 #[test]
@@ -183,7 +208,10 @@ fn the_e2e_invalid_signature_is_an_integrity_failure_at_strict_and_permissive() 
     for level in ["strict", "permissive", "audit"] {
         let v = f.verifier(&policy(level, &["ca:e2e"], ""));
         let o = e2e("e2e-invalid-signature", &v, E2E_NOW);
-        assert_refused(&o, &["notation: integrity validation failed: envelope media type \"application/vnd.oci.image.layer.v1.tar\""]);
+        assert_refused(
+            &o,
+            &["notation: integrity validation failed: envelope media type \"application/vnd.oci.image.layer.v1.tar\""],
+        );
         // Even read as a JWS, "invalid signature\n" is not one.
         let (s, _, env) = &layout_signatures("e2e-invalid-signature")[0];
         assert_eq!(env.as_slice(), b"invalid signature\n");
@@ -200,10 +228,20 @@ fn the_e2e_signature_with_an_expired_certificate_fails_authentic_timestamp_at_st
         &o,
         &["notation: authenticTimestamp validation failed: certificate \"O=Internet Widgits Pty Ltd,ST=Some-State,C=AU\" expired at 2023-06-27T06:10:00Z and no trusted timestamp"],
     );
-    let logged = assert_verified(&e2e("e2e-with-expired-cert", &f.verifier(&policy("permissive", &["ca:e2e"], "")), E2E_NOW));
-    assert!(logged.len() == 1 && logged[0].contains("authenticTimestamp validation failed (logged only") && logged[0].contains("expired at 2023-06-27T06:10:00Z"), "{logged:?}");
+    let logged =
+        assert_verified(&e2e("e2e-with-expired-cert", &f.verifier(&policy("permissive", &["ca:e2e"], "")), E2E_NOW));
+    assert!(
+        logged.len() == 1
+            && logged[0].contains("authenticTimestamp validation failed (logged only")
+            && logged[0].contains("expired at 2023-06-27T06:10:00Z"),
+        "{logged:?}"
+    );
     // While the certificate was still valid, strict accepts it.
-    assert_verified_clean(&e2e("e2e-with-expired-cert", &f.verifier(&policy("strict", &["ca:e2e"], "")), datetime!(2023-06-27 06:09:00 UTC)));
+    assert_verified_clean(&e2e(
+        "e2e-with-expired-cert",
+        &f.verifier(&policy("strict", &["ca:e2e"], "")),
+        datetime!(2023-06-27 06:09:00 UTC),
+    ));
 }
 
 #[test]
@@ -212,17 +250,33 @@ fn the_e2e_timestamped_signature_is_refused_after_its_expiry_and_valid_inside_it
     let (subject, mt, env) = &sigs[0];
     assert_eq!(subject["digest"], "sha256:53b0191218aed9a3c1f7c661736ac40cfc8eb928642348fd843ba3f0483c0c20");
     let leaf = chain_cert(mt, env, 0);
-    assert_eq!(hex::encode(sha2::Sha256::digest(&leaf)), "1717fa9d18f7e9c0f609499474adfe2b8e44172454f1d6e2183d5d04f79af475");
-    let f = Fixture::new().cert("ca", "leaf", "testcert7.crt", &leaf).cert("tsa", "globalsign", "globalsignRoot.cer", &read("notation-go/truststore/tsa/globalsignRoot.cer"));
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&leaf)),
+        "1717fa9d18f7e9c0f609499474adfe2b8e44172454f1d6e2183d5d04f79af475"
+    );
+    let f = Fixture::new().cert("ca", "leaf", "testcert7.crt", &leaf).cert(
+        "tsa",
+        "globalsign",
+        "globalsignRoot.cer",
+        &read("notation-go/truststore/tsa/globalsignRoot.cer"),
+    );
     // Today: the signature's own expiry has passed; a timestamp never extends it.
     let o = e2e("e2e-with-timestamped-signature", &f.verifier(&policy("strict", &["ca:leaf"], "")), E2E_NOW);
     assert_refused(&o, &["notation: expiry validation failed: signature expired at 2025-01-21T12:39:46Z"]);
     // Inside the window, without a tsa store the timestamp is not needed.
     let inside = datetime!(2025-01-21 10:00 UTC);
-    assert_verified_clean(&e2e("e2e-with-timestamped-signature", &f.verifier(&policy("strict", &["ca:leaf"], "")), inside));
+    assert_verified_clean(&e2e(
+        "e2e-with-timestamped-signature",
+        &f.verifier(&policy("strict", &["ca:leaf"], "")),
+        inside,
+    ));
     // With a tsa store the (real, Microsoft) token parses and its imprint
     // matches, but the Microsoft root is not in the store.
-    let o = e2e("e2e-with-timestamped-signature", &f.verifier(&policy("strict", &["ca:leaf", "tsa:globalsign"], "")), inside);
+    let o = e2e(
+        "e2e-with-timestamped-signature",
+        &f.verifier(&policy("strict", &["ca:leaf", "tsa:globalsign"], "")),
+        inside,
+    );
     assert_refused(&o, &["notation: authenticTimestamp validation failed: the timestamp countersignature does not verify: the TSA certificate", "Microsoft", "does not chain to a tsa trust store"]);
 }
 
@@ -230,11 +284,18 @@ fn the_e2e_timestamped_signature_is_refused_after_its_expiry_and_valid_inside_it
 fn the_e2e_signature_with_an_invalid_timestamp_is_refused_whenever_the_timestamp_must_be_checked() {
     let sigs = layout_signatures("e2e-with-invalid-timestamped-signature");
     let (_, mt, env) = &sigs[0];
-    let f = Fixture::new()
-        .cert("ca", "leaf", "testcert7.crt", &chain_cert(mt, env, 0))
-        .cert("tsa", "globalsign", "globalsignRoot.cer", &read("notation-go/truststore/tsa/globalsignRoot.cer"));
+    let f = Fixture::new().cert("ca", "leaf", "testcert7.crt", &chain_cert(mt, env, 0)).cert(
+        "tsa",
+        "globalsign",
+        "globalsignRoot.cer",
+        &read("notation-go/truststore/tsa/globalsignRoot.cer"),
+    );
     let during = datetime!(2025-01-21 09:00 UTC);
-    let o = e2e("e2e-with-invalid-timestamped-signature", &f.verifier(&policy("strict", &["ca:leaf", "tsa:globalsign"], "")), during);
+    let o = e2e(
+        "e2e-with-invalid-timestamped-signature",
+        &f.verifier(&policy("strict", &["ca:leaf", "tsa:globalsign"], "")),
+        during,
+    );
     assert_refused(&o, &["notation: authenticTimestamp validation failed: the timestamp countersignature does not verify: the token is not an RFC 3161 timestamp token"]);
     // Today the leaf has expired (2025-01-22) and nothing proves the signing time.
     let o = e2e("e2e-with-invalid-timestamped-signature", &f.verifier(&policy("strict", &["ca:leaf"], "")), E2E_NOW);
@@ -252,23 +313,40 @@ fn mock(file: &str, v: &NotationVerifier, now: OffsetDateTime) -> Outcome {
 
 fn root_fixture() -> Fixture {
     let root = read("notation-go/truststore/ca/NotationTestRoot.pem");
-    Fixture::new().cert("ca", "valid-trust-store", "NotationTestRoot.pem", &root).cert("signingAuthority", "valid-trust-store", "NotationTestRoot.pem", &root)
+    Fixture::new().cert("ca", "valid-trust-store", "NotationTestRoot.pem", &root).cert(
+        "signingAuthority",
+        "valid-trust-store",
+        "NotationTestRoot.pem",
+        &root,
+    )
 }
 
 #[test]
 fn the_notation_go_ca_valid_envelope_verifies_with_a_two_certificate_chain() {
     let f = root_fixture();
-    assert_verified_clean(&mock("ca_valid_sig_env.json", &f.verifier(&policy("strict", &["ca:valid-trust-store"], "")), E2E_NOW));
+    assert_verified_clean(&mock(
+        "ca_valid_sig_env.json",
+        &f.verifier(&policy("strict", &["ca:valid-trust-store"], "")),
+        E2E_NOW,
+    ));
 }
 
 #[test]
 fn the_notation_go_signing_authority_envelope_needs_a_signing_authority_store() {
     let f = root_fixture();
-    assert_verified_clean(&mock("sa_valid_sig_env.json", &f.verifier(&policy("strict", &["signingAuthority:valid-trust-store"], "")), E2E_NOW));
+    assert_verified_clean(&mock(
+        "sa_valid_sig_env.json",
+        &f.verifier(&policy("strict", &["signingAuthority:valid-trust-store"], "")),
+        E2E_NOW,
+    ));
     let o = mock("sa_valid_sig_env.json", &f.verifier(&policy("strict", &["ca:valid-trust-store"], "")), E2E_NOW);
     assert_refused(&o, &["notation: authenticity validation failed: the signature uses the notary.x509.signingAuthority scheme, and trust policy statement \"test\" lists no signingAuthority trust store"]);
     // And a notary.x509 signature is not anchored by a signingAuthority store.
-    let o = mock("ca_valid_sig_env.json", &f.verifier(&policy("strict", &["signingAuthority:valid-trust-store"], "")), E2E_NOW);
+    let o = mock(
+        "ca_valid_sig_env.json",
+        &f.verifier(&policy("strict", &["signingAuthority:valid-trust-store"], "")),
+        E2E_NOW,
+    );
     assert_refused(&o, &["lists no ca trust store"]);
 }
 
@@ -286,12 +364,18 @@ fn the_notation_go_tampered_envelope_fails_integrity() {
 #[test]
 fn the_notation_go_expired_envelopes_are_refused_at_strict_and_logged_at_permissive_and_audit() {
     let f = root_fixture();
-    for (file, store) in [("ca_expired_sig_env.json", "ca:valid-trust-store"), ("sa_expired_sig_env.json", "signingAuthority:valid-trust-store")] {
+    for (file, store) in [
+        ("ca_expired_sig_env.json", "ca:valid-trust-store"),
+        ("sa_expired_sig_env.json", "signingAuthority:valid-trust-store"),
+    ] {
         let o = mock(file, &f.verifier(&policy("strict", &[store], "")), E2E_NOW);
         assert_refused(&o, &["notation: expiry validation failed: signature expired at 2022-07-29T23:59:00Z"]);
         for level in ["permissive", "audit"] {
             let logged = assert_verified(&mock(file, &f.verifier(&policy(level, &[store], "")), E2E_NOW));
-            assert!(logged.len() == 1 && logged[0].contains("expiry validation failed (logged only"), "{file} {level}: {logged:?}");
+            assert!(
+                logged.len() == 1 && logged[0].contains("expiry validation failed (logged only"),
+                "{file} {level}: {logged:?}"
+            );
         }
         // An override can enforce expiry even at audit.
         let o = mock(file, &f.verifier(&policy("audit", &[store], r#","override":{"expiry":"enforce"}"#)), E2E_NOW);
@@ -315,8 +399,22 @@ fn the_notation_go_envelope_with_metadata_is_valid_only_inside_its_certificate_d
     let v = f.verifier(&policy("strict", &["ca:wabbit"], ""));
     let digest = "sha256:5a07385af4e6b6af81b0ebfd435aedccdfa3507f0609c658209e1aba57159b2b";
     let o = verify_at(&v, MEDIA_TYPE_JWS, &env, digest, DOCKER_V2, 942, E2E_NOW);
-    assert_refused(&o, &["notation: authenticTimestamp validation failed: certificate \"CN=wabbit-networks.io", "expired at 2023-01-12T00:52:12Z"]);
-    assert_verified_clean(&verify_at(&v, MEDIA_TYPE_JWS, &env, digest, DOCKER_V2, 942, datetime!(2023-01-11 18:00 UTC)));
+    assert_refused(
+        &o,
+        &[
+            "notation: authenticTimestamp validation failed: certificate \"CN=wabbit-networks.io",
+            "expired at 2023-01-12T00:52:12Z",
+        ],
+    );
+    assert_verified_clean(&verify_at(
+        &v,
+        MEDIA_TYPE_JWS,
+        &env,
+        digest,
+        DOCKER_V2,
+        942,
+        datetime!(2023-01-11 18:00 UTC),
+    ));
     // The size is part of the binding too.
     let o = verify_at(&v, MEDIA_TYPE_JWS, &env, digest, DOCKER_V2, 941, datetime!(2023-01-11 18:00 UTC));
     assert_refused(&o, &["notation: payload says sha256:5a07385a", "is 942 bytes, not 941"]);
@@ -324,7 +422,8 @@ fn the_notation_go_envelope_with_metadata_is_valid_only_inside_its_certificate_d
 
 #[test]
 fn the_notation_go_plain_jws_and_cose_envelopes_verify_for_the_manifest_in_the_oci_layout() {
-    let manifest = read("notation-go/oci-layout/blobs/sha256/19dbd2e48e921426ee8ace4dc892edfb2ecdc1d1a72d5416c83670c30acecef0");
+    let manifest =
+        read("notation-go/oci-layout/blobs/sha256/19dbd2e48e921426ee8ace4dc892edfb2ecdc1d1a72d5416c83670c30acecef0");
     let digest = Digest::of(&manifest);
     assert_eq!(digest.as_str(), "sha256:19dbd2e48e921426ee8ace4dc892edfb2ecdc1d1a72d5416c83670c30acecef0");
     for (file, mt) in [("jws_signature.sig", MEDIA_TYPE_JWS), ("cose_signature.sig", MEDIA_TYPE_COSE)] {
@@ -335,7 +434,10 @@ fn the_notation_go_plain_jws_and_cose_envelopes_verify_for_the_manifest_in_the_o
         assert_verified_clean(&verify_at(&v, mt, &env, digest.as_str(), OCI_MANIFEST, manifest.len() as u64, E2E_NOW));
         // The wrong envelope media type is an integrity failure, not a crash.
         let other = if mt == MEDIA_TYPE_JWS { MEDIA_TYPE_COSE } else { MEDIA_TYPE_JWS };
-        assert_refused(&verify_at(&v, other, &env, digest.as_str(), OCI_MANIFEST, 481, E2E_NOW), &["notation: integrity validation failed"]);
+        assert_refused(
+            &verify_at(&v, other, &env, digest.as_str(), OCI_MANIFEST, 481, E2E_NOW),
+            &["notation: integrity validation failed"],
+        );
     }
 }
 
@@ -345,13 +447,17 @@ fn the_notation_go_plain_jws_and_cose_envelopes_verify_for_the_manifest_in_the_o
 const TS_DIGEST: &str = "sha256:c0669ef34cdc14332c0f1ab0c2c01acb91d96014b172f1a76f3a39e63d1f0bda";
 
 fn ts_fixture(ca_file: &[u8]) -> Fixture {
-    Fixture::new()
-        .cert("ca", "valid-trust-store", "signer.crt", ca_file)
-        .cert("tsa", "test-timestamp", "globalsignRoot.cer", &read("notation-go/truststore/tsa/globalsignRoot.cer"))
+    Fixture::new().cert("ca", "valid-trust-store", "signer.crt", ca_file).cert(
+        "tsa",
+        "test-timestamp",
+        "globalsignRoot.cer",
+        &read("notation-go/truststore/tsa/globalsignRoot.cer"),
+    )
 }
 
 fn ts(file: &str, v: &NotationVerifier) -> Outcome {
-    let mt = if file.starts_with("cose") || file == "timestampAfterNotAfter.sig" { MEDIA_TYPE_COSE } else { MEDIA_TYPE_JWS };
+    let mt =
+        if file.starts_with("cose") || file == "timestampAfterNotAfter.sig" { MEDIA_TYPE_COSE } else { MEDIA_TYPE_JWS };
     verify_at(v, mt, &read(format!("notation-go/{file}")), TS_DIGEST, DOCKER_V2, 528, E2E_NOW)
 }
 
@@ -366,13 +472,25 @@ fn the_notation_go_jws_and_cose_timestamps_verify_against_the_globalsign_root() 
     let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], TS_POLICY_EXTRA));
     for file in ["jwsWithTimestamp.sig", "coseWithTimestamp.sig"] {
         let logged = assert_verified(&ts(file, &v));
-        assert!(logged.len() == 1 && logged[0].contains("revocation validation failed (logged only") && logged[0].contains("timestamping certificate"), "{file}: {logged:?}");
+        assert!(
+            logged.len() == 1
+                && logged[0].contains("revocation validation failed (logged only")
+                && logged[0].contains("timestamping certificate"),
+            "{file}: {logged:?}"
+        );
     }
     // At plain strict, unknown TSA revocation status refuses: fail closed.
     let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], ""));
-    assert_refused(&ts("jwsWithTimestamp.sig", &v), &["notation: revocation validation failed: timestamping certificate", "revocation status is unknown"]);
+    assert_refused(
+        &ts("jwsWithTimestamp.sig", &v),
+        &["notation: revocation validation failed: timestamping certificate", "revocation status is unknown"],
+    );
     // Skipping revocation gives a clean result.
-    let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], r#","override":{"revocation":"skip"}"#));
+    let v = f.verifier(&policy(
+        "strict",
+        &["ca:valid-trust-store", "tsa:test-timestamp"],
+        r#","override":{"revocation":"skip"}"#,
+    ));
     assert_verified_clean(&ts("coseWithTimestamp.sig", &v));
 }
 
@@ -381,13 +499,24 @@ fn expired_signing_certificates_are_rescued_only_by_a_trusted_timestamp() {
     for file in ["jwsExpiredWithTimestamp.sig", "coseExpiredWithTimestamp.sig"] {
         let mt = if file.starts_with("cose") { MEDIA_TYPE_COSE } else { MEDIA_TYPE_JWS };
         let leaf = chain_cert(mt, &read(format!("notation-go/{file}")), 0);
-        let f = ts_fixture(&leaf).cert("tsa", "test-mismatch", "root.pem", &read("notation-go/truststore/ca/NotationTestRoot.pem"));
+        let f = ts_fixture(&leaf).cert(
+            "tsa",
+            "test-mismatch",
+            "root.pem",
+            &read("notation-go/truststore/ca/NotationTestRoot.pem"),
+        );
         let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], TS_POLICY_EXTRA));
         assert_verified(&ts(file, &v));
         let v = f.verifier(&policy("strict", &["ca:valid-trust-store"], ""));
         assert_refused(&ts(file, &v), &["notation: authenticTimestamp validation failed: certificate \"CN=testTSA,O=Notary,L=Seattle,ST=WA,C=US\" expired at 2024-06-18T07:30:31Z"]);
         let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-mismatch"], TS_POLICY_EXTRA));
-        assert_refused(&ts(file, &v), &["notation: authenticTimestamp validation failed: the timestamp countersignature does not verify", "does not chain to a tsa trust store"]);
+        assert_refused(
+            &ts(file, &v),
+            &[
+                "notation: authenticTimestamp validation failed: the timestamp countersignature does not verify",
+                "does not chain to a tsa trust store",
+            ],
+        );
     }
 }
 
@@ -400,7 +529,13 @@ fn a_timestamp_outside_the_certificate_validity_is_refused() {
     let leaf = chain_cert(MEDIA_TYPE_COSE, &read("notation-go/timestampAfterNotAfter.sig"), 0);
     let f = ts_fixture(&leaf);
     let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], TS_POLICY_EXTRA));
-    assert_refused(&ts("timestampAfterNotAfter.sig", &v), &["notation: authenticTimestamp validation failed: the timestamp", "can be after certificate \"CN=testTSA,O=Notary,L=Seattle,ST=WA,C=US\" expired at 2001-09-18T11:54:34Z"]);
+    assert_refused(
+        &ts("timestampAfterNotAfter.sig", &v),
+        &[
+            "notation: authenticTimestamp validation failed: the timestamp",
+            "can be after certificate \"CN=testTSA,O=Notary,L=Seattle,ST=WA,C=US\" expired at 2001-09-18T11:54:34Z",
+        ],
+    );
 }
 
 #[test]
@@ -410,7 +545,11 @@ fn a_missing_timestamp_fails_only_when_the_policy_asks_for_one() {
     assert_refused(&ts("withoutTimestamp.sig", &v), &["notation: authenticTimestamp validation failed: no timestamp countersignature was found in the signature envelope"]);
     let v = f.verifier(&policy("strict", &["ca:valid-trust-store"], ""));
     assert_verified_clean(&ts("withoutTimestamp.sig", &v));
-    let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], r#","verifyTimestamp":"afterCertExpiry""#));
+    let v = f.verifier(&policy(
+        "strict",
+        &["ca:valid-trust-store", "tsa:test-timestamp"],
+        r#","verifyTimestamp":"afterCertExpiry""#,
+    ));
     assert_verified_clean(&ts("withoutTimestamp.sig", &v));
 }
 
@@ -440,7 +579,11 @@ struct Pki {
 
 fn ca_params(cn: &str) -> rcgen::CertificateParams {
     let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = dn(&[(rcgen::DnType::CountryName, "US"), (rcgen::DnType::OrganizationName, "Test"), (rcgen::DnType::CommonName, cn)]);
+    p.distinguished_name = dn(&[
+        (rcgen::DnType::CountryName, "US"),
+        (rcgen::DnType::OrganizationName, "Test"),
+        (rcgen::DnType::CommonName, cn),
+    ]);
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
     p.not_before = datetime!(2020-01-01 00:00 UTC);
@@ -483,7 +626,9 @@ const OWN_DIGEST: &str = "sha256:11111111111111111111111111111111111111111111111
 const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
 
 fn payload_for(digest: &str) -> String {
-    format!(r#"{{"targetArtifact":{{"digest":"{digest}","mediaType":"{OCI_MANIFEST}","size":1234,"annotations":{{"k":"v"}}}}}}"#)
+    format!(
+        r#"{{"targetArtifact":{{"digest":"{digest}","mediaType":"{OCI_MANIFEST}","size":1234,"annotations":{{"k":"v"}}}}}}"#
+    )
 }
 
 fn default_header() -> serde_json::Value {
@@ -536,7 +681,12 @@ fn strict(f: &Fixture) -> NotationVerifier {
 fn an_es256_jws_with_a_two_certificate_chain_verifies() {
     let p = pki();
     let f = fixture_for(&p);
-    assert_verified_clean(&own(&strict(&f), MEDIA_TYPE_JWS, &jws(&p, &default_header(), &payload_for(OWN_DIGEST)), NOW));
+    assert_verified_clean(&own(
+        &strict(&f),
+        MEDIA_TYPE_JWS,
+        &jws(&p, &default_header(), &payload_for(OWN_DIGEST)),
+        NOW,
+    ));
 }
 
 #[test]
@@ -545,9 +695,16 @@ fn a_chain_from_an_untrusted_ca_fails_authenticity_and_is_only_logged_at_audit()
     let other = pki_with("Other Root", leaf_params());
     let f = fixture_for(&other);
     let env = jws(&p, &default_header(), &payload_for(OWN_DIGEST));
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &env, NOW), &["notation: authenticity validation failed: certificate chain does not reach trust store ca:test"]);
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &env, NOW),
+        &["notation: authenticity validation failed: certificate chain does not reach trust store ca:test"],
+    );
     let logged = assert_verified(&own(&f.verifier(&policy("audit", &["ca:test"], "")), MEDIA_TYPE_JWS, &env, NOW));
-    assert!(logged.len() == 1 && logged[0].contains("authenticity validation failed (logged only; statement \"test\" at level audit)"), "{logged:?}");
+    assert!(
+        logged.len() == 1
+            && logged[0].contains("authenticity validation failed (logged only; statement \"test\" at level audit)"),
+        "{logged:?}"
+    );
     // An override enforcing authenticity at audit refuses again.
     let v = f.verifier(&policy("audit", &["ca:test"], r#","override":{"authenticity":"enforce"}"#));
     assert_refused(&own(&v, MEDIA_TYPE_JWS, &env, NOW), &["authenticity validation failed"]);
@@ -568,7 +725,10 @@ fn trusted_identities_match_as_a_subset_of_the_leaf_subject() {
     let env = jws(&p, &default_header(), &payload_for(OWN_DIGEST));
     let ok = f.verifier(&with_identities(&["x509.subject: C=US, ST=WA, O=Acme Rockets"]));
     assert_verified_clean(&own(&ok, MEDIA_TYPE_JWS, &env, NOW));
-    let ok = f.verifier(&with_identities(&["x509.subject: C=US, ST=WA, O=Other", "x509.subject: C=US, S=WA, L=Seattle, O=Acme Rockets, CN=builder"]));
+    let ok = f.verifier(&with_identities(&[
+        "x509.subject: C=US, ST=WA, O=Other",
+        "x509.subject: C=US, S=WA, L=Seattle, O=Acme Rockets, CN=builder",
+    ]));
     assert_verified_clean(&own(&ok, MEDIA_TYPE_JWS, &env, NOW));
     for id in ["x509.subject: C=US, ST=WA, O=acme rockets", "x509.subject: C=US, ST=WA, O=Acme Rockets, OU=Security"] {
         let v = f.verifier(&with_identities(&[id]));
@@ -588,11 +748,18 @@ fn a_tampered_signature_or_payload_fails_integrity() {
     let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(j["signature"].as_str().unwrap()).unwrap();
     sig[10] ^= 1;
     j["signature"] = b64u(&sig).into();
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &serde_json::to_vec(&j).unwrap(), NOW), &["notation: integrity validation failed: signature does not verify"]);
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &serde_json::to_vec(&j).unwrap(), NOW),
+        &["notation: integrity validation failed: signature does not verify"],
+    );
 
     let mut j: serde_json::Value = serde_json::from_slice(&env).unwrap();
-    j["payload"] = b64u(payload_for("sha256:2222222222222222222222222222222222222222222222222222222222222222").as_bytes()).into();
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &serde_json::to_vec(&j).unwrap(), NOW), &["notation: integrity validation failed: signature does not verify"]);
+    j["payload"] =
+        b64u(payload_for("sha256:2222222222222222222222222222222222222222222222222222222222222222").as_bytes()).into();
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &serde_json::to_vec(&j).unwrap(), NOW),
+        &["notation: integrity validation failed: signature does not verify"],
+    );
 
     // A different but validly signed header claiming another algorithm.
     let mut h = default_header();
@@ -602,7 +769,10 @@ fn a_tampered_signature_or_payload_fails_integrity() {
         &["notation: integrity validation failed: the signature algorithm ES384 does not match the EC P-256 signing key, which requires ES256"],
     );
     h["alg"] = "none".into();
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW), &["JWS alg \"none\" is not allowed"]);
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW),
+        &["JWS alg \"none\" is not allowed"],
+    );
 }
 
 #[test]
@@ -616,10 +786,20 @@ fn a_signature_for_another_digest_is_refused_at_every_level() {
         assert_refused(&o, &[&format!("notation: payload is for {other} not {OWN_DIGEST}")]);
     }
     let env = jws(&p, &default_header(), &payload_for(OWN_DIGEST));
-    let o = verify_at(&strict(&f), MEDIA_TYPE_JWS, &env, OWN_DIGEST, "application/vnd.oci.image.index.v1+json", 1234, NOW);
-    assert_refused(&o, &["notation: payload says", "is \"application/vnd.oci.image.manifest.v1+json\", not \"application/vnd.oci.image.index.v1+json\""]);
+    let o =
+        verify_at(&strict(&f), MEDIA_TYPE_JWS, &env, OWN_DIGEST, "application/vnd.oci.image.index.v1+json", 1234, NOW);
+    assert_refused(
+        &o,
+        &[
+            "notation: payload says",
+            "is \"application/vnd.oci.image.manifest.v1+json\", not \"application/vnd.oci.image.index.v1+json\"",
+        ],
+    );
     let env = jws(&p, &default_header(), r#"{"targetArtifact":{"digest":"x"}}"#);
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &env, NOW), &["notation: integrity validation failed: the payload is not a Notary Project payload"]);
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &env, NOW),
+        &["notation: integrity validation failed: the payload is not a Notary Project payload"],
+    );
 }
 
 #[test]
@@ -628,8 +808,12 @@ fn an_expiry_in_the_past_is_refused_at_strict_and_logged_at_permissive() {
     let f = fixture_for(&p);
     let env = jws(&p, &default_header(), &payload_for(OWN_DIGEST));
     let after = datetime!(2027-02-01 08:00 UTC);
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &env, after), &["notation: expiry validation failed: signature expired at 2027-02-01T08:00:00Z"]);
-    let logged = assert_verified(&own(&f.verifier(&policy("permissive", &["ca:test"], "")), MEDIA_TYPE_JWS, &env, after));
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &env, after),
+        &["notation: expiry validation failed: signature expired at 2027-02-01T08:00:00Z"],
+    );
+    let logged =
+        assert_verified(&own(&f.verifier(&policy("permissive", &["ca:test"], "")), MEDIA_TYPE_JWS, &env, after));
     assert_eq!(logged.len(), 1);
     // expiry not after the signing time is malformed
     let mut h = default_header();
@@ -638,7 +822,10 @@ fn an_expiry_in_the_past_is_refused_at_strict_and_logged_at_permissive() {
     // expiry present but not critical
     let mut h = default_header();
     h["crit"] = serde_json::json!(["io.cncf.notary.signingScheme"]);
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW), &["integrity validation failed: io.cncf.notary.expiry is present but not listed in crit"]);
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW),
+        &["integrity validation failed: io.cncf.notary.expiry is present but not listed in crit"],
+    );
 }
 
 #[test]
@@ -662,7 +849,12 @@ fn a_leaf_that_had_expired_at_signing_time_is_refused() {
         "io.cncf.notary.signingScheme": "notary.x509.signingAuthority",
         "io.cncf.notary.authenticSigningTime": "2022-06-01T00:00:00Z",
     });
-    let o = own(&f.verifier(&policy("strict", &["signingAuthority:test"], "")), MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW);
+    let o = own(
+        &f.verifier(&policy("strict", &["signingAuthority:test"], "")),
+        MEDIA_TYPE_JWS,
+        &jws(&p, &h, &payload_for(OWN_DIGEST)),
+        NOW,
+    );
     assert_refused(&o, &["notation: integrity validation failed: certificate chain: certificate \"CN=builder,O=Acme Rockets,L=Seattle,ST=WA,C=US\" was not valid at the signing time 2022-06-01T00:00:00Z"]);
 }
 
@@ -675,12 +867,18 @@ fn an_unknown_critical_header_is_refused_at_every_level() {
     h["crit"].as_array_mut().unwrap().push("com.example.mustUnderstand".into());
     let env = jws(&p, &h, &payload_for(OWN_DIGEST));
     for level in ["strict", "audit"] {
-        assert_refused(&own(&f.verifier(&policy(level, &["ca:test"], "")), MEDIA_TYPE_JWS, &env, NOW), &["notation: unsupported critical header \"com.example.mustUnderstand\""]);
+        assert_refused(
+            &own(&f.verifier(&policy(level, &["ca:test"], "")), MEDIA_TYPE_JWS, &env, NOW),
+            &["notation: unsupported critical header \"com.example.mustUnderstand\""],
+        );
     }
     // Listed as critical but absent.
     let mut h = default_header();
     h["crit"].as_array_mut().unwrap().push("com.example.absent".into());
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW), &["integrity validation failed: crit lists \"com.example.absent\", which is not in the protected header"]);
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW),
+        &["integrity validation failed: crit lists \"com.example.absent\", which is not in the protected header"],
+    );
     // Non-critical extension headers are fine.
     let mut h = default_header();
     h["com.example.note"] = "informational".into();
@@ -693,15 +891,78 @@ fn malformed_protected_headers_fail_integrity() {
     let f = fixture_for(&p);
     let v = strict(&f);
     let cases: Vec<(serde_json::Value, &str)> = vec![
-        ({ let mut h = default_header(); h["cty"] = "application/json".into(); h }, "payload content type \"application/json\" is not"),
-        ({ let mut h = default_header(); h.as_object_mut().unwrap().remove("cty"); h }, "has no content type"),
-        ({ let mut h = default_header(); h["io.cncf.notary.signingScheme"] = "notary.other".into(); h }, "signing scheme \"notary.other\" is not supported"),
-        ({ let mut h = default_header(); h.as_object_mut().unwrap().remove("io.cncf.notary.signingTime"); h }, "io.cncf.notary.signingTime is required"),
-        ({ let mut h = default_header(); h["io.cncf.notary.signingTime"] = "yesterday".into(); h }, "is not an RFC 3339 time"),
-        ({ let mut h = default_header(); h["crit"] = serde_json::json!([]); h }, "has no crit list"),
-        ({ let mut h = default_header(); h["crit"] = serde_json::json!(["io.cncf.notary.expiry"]); h }, "io.cncf.notary.signingScheme is present but not listed in crit"),
-        ({ let mut h = default_header(); h["io.cncf.notary.authenticSigningTime"] = "2026-02-01T08:00:00Z".into(); h }, "not allowed with the notary.x509 scheme"),
-        ({ let mut h = default_header(); h["alg"] = 7.into(); h }, "JWS header alg is not a string"),
+        (
+            {
+                let mut h = default_header();
+                h["cty"] = "application/json".into();
+                h
+            },
+            "payload content type \"application/json\" is not",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h.as_object_mut().unwrap().remove("cty");
+                h
+            },
+            "has no content type",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h["io.cncf.notary.signingScheme"] = "notary.other".into();
+                h
+            },
+            "signing scheme \"notary.other\" is not supported",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h.as_object_mut().unwrap().remove("io.cncf.notary.signingTime");
+                h
+            },
+            "io.cncf.notary.signingTime is required",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h["io.cncf.notary.signingTime"] = "yesterday".into();
+                h
+            },
+            "is not an RFC 3339 time",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h["crit"] = serde_json::json!([]);
+                h
+            },
+            "has no crit list",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h["crit"] = serde_json::json!(["io.cncf.notary.expiry"]);
+                h
+            },
+            "io.cncf.notary.signingScheme is present but not listed in crit",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h["io.cncf.notary.authenticSigningTime"] = "2026-02-01T08:00:00Z".into();
+                h
+            },
+            "not allowed with the notary.x509 scheme",
+        ),
+        (
+            {
+                let mut h = default_header();
+                h["alg"] = 7.into();
+                h
+            },
+            "JWS header alg is not a string",
+        ),
     ];
     for (h, want) in cases {
         let o = own(&v, MEDIA_TYPE_JWS, &jws(&p, &h, &payload_for(OWN_DIGEST)), NOW);
@@ -782,7 +1043,10 @@ fn an_rsa_1024_signing_key_is_refused() {
     h["alg"] = "PS256".into();
     // The signature bytes do not matter: the key is refused before them.
     let env = jws_raw(&p.leaf_key, &h.to_string(), &payload_for(OWN_DIGEST), &[leaf.der(), p.ca.der()]);
-    assert_refused(&own(&strict(&f), MEDIA_TYPE_JWS, &env, NOW), &["notation: integrity validation failed: the signing certificate has an RSA 1024-bit key"]);
+    assert_refused(
+        &own(&strict(&f), MEDIA_TYPE_JWS, &env, NOW),
+        &["notation: integrity validation failed: the signing certificate has an RSA 1024-bit key"],
+    );
 }
 
 #[test]
@@ -841,13 +1105,19 @@ fn chains_that_break_the_certificate_requirements_fail_integrity() {
     lp.key_usages.push(rcgen::KeyUsagePurpose::KeyCertSign);
     let bad = pki_with("Test Root", lp);
     let env = jws(&bad, &h, &payload_for(OWN_DIGEST));
-    assert_refused(&own(&strict(&fixture_for(&bad)), MEDIA_TYPE_JWS, &env, NOW), &["key usage must be digitalSignature only, but also has CertSign"]);
+    assert_refused(
+        &own(&strict(&fixture_for(&bad)), MEDIA_TYPE_JWS, &env, NOW),
+        &["key usage must be digitalSignature only, but also has CertSign"],
+    );
     // A TLS server certificate is not a code signing certificate.
     let mut lp = leaf_params();
     lp.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let bad = pki_with("Test Root", lp);
     let env = jws(&bad, &h, &payload_for(OWN_DIGEST));
-    assert_refused(&own(&strict(&fixture_for(&bad)), MEDIA_TYPE_JWS, &env, NOW), &["extended key usage must not include serverAuth"]);
+    assert_refused(
+        &own(&strict(&fixture_for(&bad)), MEDIA_TYPE_JWS, &env, NOW),
+        &["extended key usage must not include serverAuth"],
+    );
 }
 
 #[test]
@@ -863,7 +1133,12 @@ fn revocation_endpoints_cannot_be_checked_offline_so_strict_refuses_and_override
     );
     let logged = assert_verified(&own(&f.verifier(&policy("permissive", &["ca:test"], "")), MEDIA_TYPE_JWS, &env, NOW));
     assert!(logged.len() == 1 && logged[0].contains("revocation validation failed (logged only"), "{logged:?}");
-    assert_verified_clean(&own(&f.verifier(&policy("strict", &["ca:test"], r#","override":{"revocation":"skip"}"#)), MEDIA_TYPE_JWS, &env, NOW));
+    assert_verified_clean(&own(
+        &f.verifier(&policy("strict", &["ca:test"], r#","override":{"revocation":"skip"}"#)),
+        MEDIA_TYPE_JWS,
+        &env,
+        NOW,
+    ));
 }
 
 #[test]
@@ -878,8 +1153,16 @@ fn skip_level_and_missing_statements_are_reported_without_reading_the_envelope()
     let v = f.verifier(&json);
     assert_eq!(own(&v, MEDIA_TYPE_JWS, b"garbage", NOW), Outcome::Skipped);
     let digest: Digest = OWN_DIGEST.parse().unwrap();
-    let o = v.verify(&Target { registry_scope: "registry.example/third", digest: &digest, media_type: OCI_MANIFEST, size: 1 }, MEDIA_TYPE_JWS, b"garbage", NOW);
-    assert_eq!(o, Outcome::Refused("notation: no notation trust policy statement applies to registry.example/third".into()));
+    let o = v.verify(
+        &Target { registry_scope: "registry.example/third", digest: &digest, media_type: OCI_MANIFEST, size: 1 },
+        MEDIA_TYPE_JWS,
+        b"garbage",
+        NOW,
+    );
+    assert_eq!(
+        o,
+        Outcome::Refused("notation: no notation trust policy statement applies to registry.example/third".into())
+    );
     // The exact scope wins over the global statement.
     let json = format!(
         r#"{{"version":"1.0","trustPolicies":[
@@ -928,12 +1211,33 @@ fn an_es256_cose_envelope_verifies_and_tampering_with_it_fails_integrity() {
     let f = fixture_for(&p);
     let v = strict(&f);
     assert_verified_clean(&own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |_| {}), NOW));
-    assert_refused(&own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |m| m.signature[3] ^= 1), NOW), &["notation: integrity validation failed: signature does not verify"]);
-    assert_refused(&own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |m| m.payload = Some(payload_for("sha256:3333333333333333333333333333333333333333333333333333333333333333").into_bytes())), NOW), &["signature does not verify"]);
-    assert_refused(&own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |m| m.payload = None), NOW), &["the COSE payload is detached"]);
+    assert_refused(
+        &own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |m| m.signature[3] ^= 1), NOW),
+        &["notation: integrity validation failed: signature does not verify"],
+    );
+    assert_refused(
+        &own(
+            &v,
+            MEDIA_TYPE_COSE,
+            &cose_env(&p, |m| {
+                m.payload = Some(
+                    payload_for("sha256:3333333333333333333333333333333333333333333333333333333333333333").into_bytes(),
+                )
+            }),
+            NOW,
+        ),
+        &["signature does not verify"],
+    );
+    assert_refused(
+        &own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |m| m.payload = None), NOW),
+        &["the COSE payload is detached"],
+    );
     assert_refused(&own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |m| m.unprotected.rest.clear()), NOW), &["has no x5chain"]);
     // Expiry is read from the tag-1 time, so it is enforced for COSE too.
-    assert_refused(&own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |_| {}), datetime!(2028-01-01 00:00 UTC)), &["notation: expiry validation failed: signature expired at 2027-02-01T08:00:00Z"]);
+    assert_refused(
+        &own(&v, MEDIA_TYPE_COSE, &cose_env(&p, |_| {}), datetime!(2028-01-01 00:00 UTC)),
+        &["notation: expiry validation failed: signature expired at 2027-02-01T08:00:00Z"],
+    );
     // Untagged COSE_Sign1 is not what notation writes.
     let tagged = cose_env(&p, |_| {});
     assert_refused(&own(&v, MEDIA_TYPE_COSE, &tagged[1..], NOW), &["not a tagged COSE_Sign1"]);
@@ -942,14 +1246,27 @@ fn an_es256_cose_envelope_verifies_and_tampering_with_it_fails_integrity() {
 #[test]
 fn loading_reports_unknown_trust_stores_and_bad_anchors_to_the_checker() {
     let p = pki();
-    let f = fixture_for(&p).cert("ca", "leafonly", "leaf.pem", p.leaf.pem().as_bytes()).cert("ca", "junk", "junk.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let f = fixture_for(&p).cert("ca", "leafonly", "leaf.pem", p.leaf.pem().as_bytes()).cert(
+        "ca",
+        "junk",
+        "junk.pem",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
     let dir = f.dir.path();
-    std::fs::write(dir.join("trustpolicy.json"), policy("strict", &["ca:test", "ca:missing", "ca:leafonly", "ca:junk"], "")).unwrap();
+    std::fs::write(
+        dir.join("trustpolicy.json"),
+        policy("strict", &["ca:test", "ca:missing", "ca:leafonly", "ca:junk"], ""),
+    )
+    .unwrap();
     let raw = crate::config::RawNotation { trust_policy: "trustpolicy.json".into(), trust_store: "truststore".into() };
     let mut c = crate::config::Checker::new(&dir.join("sigmirror.toml"));
     assert!(NotationVerifier::load(&raw, &mut c).is_none());
     let all: Vec<String> = c.problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
-    assert!(all.iter().any(|p| p.starts_with("notation.trust_store: trust store ca:missing") && p.contains("does not exist")), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|p| p.starts_with("notation.trust_store: trust store ca:missing") && p.contains("does not exist")),
+        "{all:?}"
+    );
     assert!(all.iter().any(|p| p.contains("ca:leafonly") && p.contains("is neither a CA nor self-signed")), "{all:?}");
     assert!(all.iter().any(|p| p.contains("ca:junk") && p.contains("certificate does not parse")), "{all:?}");
 
@@ -962,7 +1279,12 @@ fn loading_reports_unknown_trust_stores_and_bad_anchors_to_the_checker() {
     std::fs::write(dir.join("trustpolicy.json"), b"{\"version\":\"1.0\"").unwrap();
     let mut c = crate::config::Checker::new(&dir.join("sigmirror.toml"));
     assert!(NotationVerifier::load(&raw, &mut c).is_none());
-    assert!(c.problems[0].key.starts_with("notation.trust_policy") && c.problems[0].message.contains("is not a notation trust policy"), "{:?}", c.problems);
+    assert!(
+        c.problems[0].key.starts_with("notation.trust_policy")
+            && c.problems[0].message.contains("is not a notation trust policy"),
+        "{:?}",
+        c.problems
+    );
 }
 
 #[test]
@@ -972,7 +1294,11 @@ fn trust_store_symlinks_and_subdirectories_are_refused() {
     let ca = f.dir.path().join("truststore/x509/ca");
     std::os::unix::fs::symlink(ca.join("test"), ca.join("linked")).unwrap();
     std::fs::create_dir_all(ca.join("test/nested")).unwrap();
-    let err = NotationVerifier::from_parts(policy("strict", &["ca:linked", "ca:test"], "").as_bytes(), &f.dir.path().join("truststore")).unwrap_err();
+    let err = NotationVerifier::from_parts(
+        policy("strict", &["ca:linked", "ca:test"], "").as_bytes(),
+        &f.dir.path().join("truststore"),
+    )
+    .unwrap_err();
     assert!(err.iter().any(|e| e.contains("ca:linked") && e.contains("symbolic link")), "{err:?}");
     assert!(err.iter().any(|e| e.contains("ca:test") && e.contains("is a subdirectory")), "{err:?}");
 }
@@ -992,4 +1318,69 @@ fn the_fingerprint_covers_the_policy_and_every_trust_store_byte() {
     let other = pki();
     let f2 = f.cert("ca", "test", "root.pem", other.ca.pem().as_bytes());
     assert_ne!(a, fp(&strict(&f2)));
+}
+
+#[test]
+fn mutated_timestamp_tokens_and_truncated_envelopes_never_panic() {
+    use coset::{CborSerializable as _, TaggedCborSerializable};
+    let f = ts_fixture(&read("notation-go/truststore/ca/TestTimestamp.crt"));
+    let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], TS_POLICY_EXTRA));
+    let env = read("notation-go/coseWithTimestamp.sig");
+    let msg = coset::CoseSign1::from_tagged_slice(&env).unwrap();
+    let label = coset::Label::Text("io.cncf.notary.timestampSignature".into());
+    let token = match &msg.unprotected.rest.iter().find(|(l, _)| *l == label).unwrap().1 {
+        coset::cbor::value::Value::Bytes(b) => b.clone(),
+        _ => unreachable!(),
+    };
+    let with_token = |t: Vec<u8>| {
+        let mut m = msg.clone();
+        for (l, val) in m.unprotected.rest.iter_mut() {
+            if *l == label {
+                *val = coset::cbor::value::Value::Bytes(t.clone());
+            }
+        }
+        m.to_tagged_vec().unwrap()
+    };
+    // The token is unprotected, so the envelope signature still verifies and
+    // every mutation reaches the RFC 3161 parser.
+    let step = (token.len() / 120).max(1);
+    let mut verified = 0;
+    for i in (0..token.len()).step_by(step) {
+        let mut t = token.clone();
+        t[i] ^= 0xff;
+        if matches!(
+            verify_at(&v, MEDIA_TYPE_COSE, &with_token(t), TS_DIGEST, DOCKER_V2, 528, E2E_NOW),
+            Outcome::Verified { .. }
+        ) {
+            verified += 1;
+        }
+        let o = verify_at(&v, MEDIA_TYPE_COSE, &with_token(token[..i].to_vec()), TS_DIGEST, DOCKER_V2, 528, E2E_NOW);
+        assert!(matches!(o, Outcome::Refused(_)), "truncated token at {i} was accepted");
+    }
+    // Only unsigned framing (CMS version numbers and the like) may change
+    // without consequence.
+    assert!(verified < 10, "{verified} mutated tokens verified");
+    let _ = msg.clone().to_vec();
+    // Truncated envelopes of both kinds.
+    let jws = read("notation-go/jwsWithTimestamp.sig");
+    for (mt, bytes) in [(MEDIA_TYPE_COSE, &env), (MEDIA_TYPE_JWS, &jws)] {
+        for n in (0..bytes.len()).step_by(97) {
+            let o = verify_at(&v, mt, &bytes[..n], TS_DIGEST, DOCKER_V2, 528, E2E_NOW);
+            assert!(matches!(o, Outcome::Refused(_)), "{mt} truncated at {n} was accepted");
+        }
+    }
+}
+
+#[test]
+fn the_e2e_signature_matches_an_x509_subject_identity_under_an_exact_scope() {
+    let f = Fixture::new().cert("ca", "e2e", "e2e.crt", &read("notation-cli-e2e/e2e.crt"));
+    let json = format!(
+        r#"{{"version":"1.0","trustPolicies":[{{"name":"e2e","registryScopes":["{SCOPE}"],"signatureVerification":{{"level":"strict"}},"trustStores":["ca:e2e"],"trustedIdentities":["x509.subject: C=US, ST=WA, O=Notary, CN=e2e"]}}]}}"#
+    );
+    assert_verified_clean(&e2e("e2e-valid-signature", &f.verifier(&json), E2E_NOW));
+    let json = json.replace("CN=e2e", "CN=someone-else");
+    assert_refused(
+        &e2e("e2e-valid-signature", &f.verifier(&json), E2E_NOW),
+        &["matches none of the trusted identities of trust policy statement \"e2e\""],
+    );
 }

@@ -116,7 +116,8 @@ pub fn verify(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<
     let signer = &certs[signer_idx];
 
     // signingCertificateV2 names that certificate by hash.
-    let (ess_hash, ess_value) = parsed.signing_cert_v2.as_ref().ok_or("the token has no signingCertificateV2 attribute")?;
+    let (ess_hash, ess_value) =
+        parsed.signing_cert_v2.as_ref().ok_or("the token has no signingCertificateV2 attribute")?;
     if ess_hash.digest(parsed.certs[signer_idx]) != *ess_value {
         return Err("the signingCertificateV2 attribute does not name the TSA's certificate".into());
     }
@@ -134,22 +135,34 @@ pub fn verify(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<
             return Err("the TSA chain is too long".into());
         }
         let cur = &certs[current];
-        if let Some(root) = roots.iter().find(|r| chain::parse(&r.der).is_ok_and(|rc| chain::issued_by(cur, &rc).is_ok())) {
+        if let Some(root) =
+            roots.iter().find(|r| chain::parse(&r.der).is_ok_and(|rc| chain::issued_by(cur, &rc).is_ok()))
+        {
             path.push(root.der.clone());
             anchored = true;
-        } else if let Some(next) = certs.iter().enumerate().position(|(i, c)| !path.iter().any(|p| p.as_slice() == parsed.certs[i]) && chain::issued_by(cur, c).is_ok()) {
+        } else if let Some(next) = certs.iter().enumerate().position(|(i, c)| {
+            !path.iter().any(|p| p.as_slice() == parsed.certs[i]) && chain::issued_by(cur, c).is_ok()
+        }) {
             path.push(parsed.certs[next].to_vec());
             current = next;
             anchored = roots.iter().any(|r| r.der == parsed.certs[next]);
         } else {
-            return Err(format!("the TSA certificate {:?} does not chain to a tsa trust store certificate", chain::subject_of(signer)));
+            return Err(format!(
+                "the TSA certificate {:?} does not chain to a tsa trust store certificate",
+                chain::subject_of(signer)
+            ));
         }
     }
     let path_certs: Vec<X509Certificate> = path.iter().map(|d| chain::parse(d)).collect::<Result<_, _>>()?;
-    chain::validate_chain(&path_certs, chain::Purpose::Timestamping, None).map_err(|e| format!("TSA certificate chain: {e}"))?;
+    chain::validate_chain(&path_certs, chain::Purpose::Timestamping, None)
+        .map_err(|e| format!("TSA certificate chain: {e}"))?;
     for c in &path_certs {
         if parsed.gen_time < chain::not_before(c) || parsed.gen_time > chain::not_after(c) {
-            return Err(format!("TSA certificate {:?} was not valid at the timestamp's time {}", chain::subject_of(c), rfc3339(parsed.gen_time)));
+            return Err(format!(
+                "TSA certificate {:?} was not valid at the timestamp's time {}",
+                chain::subject_of(c),
+                rfc3339(parsed.gen_time)
+            ));
         }
     }
 
@@ -159,7 +172,10 @@ pub fn verify(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<
         None if parsed.policy == OID_BASELINE_POLICY => Duration::seconds(1),
         None => Duration::ZERO,
     };
-    Ok(Stamp { lower: parsed.gen_time - accuracy, upper: parsed.gen_time + accuracy, chain: path })
+    // Checked: a hostile accuracy near the end of the calendar must not panic.
+    let lower = parsed.gen_time.checked_sub(accuracy).ok_or("the timestamp's accuracy is out of range")?;
+    let upper = parsed.gen_time.checked_add(accuracy).ok_or("the timestamp's accuracy is out of range")?;
+    Ok(Stamp { lower, upper, chain: path })
 }
 
 enum SignerId<'a> {
@@ -371,7 +387,8 @@ fn generalized_time(v: &[u8]) -> Result<OffsetDateTime, String> {
     }
     let n = |a: usize, b: usize| main[a..b].parse::<u32>().map_err(|_| "genTime is malformed".to_string());
     let month = time::Month::try_from(n(4, 6)? as u8).map_err(|_| "genTime month is out of range")?;
-    let date = time::Date::from_calendar_date(n(0, 4)? as i32, month, n(6, 8)? as u8).map_err(|_| "genTime date is out of range")?;
+    let date = time::Date::from_calendar_date(n(0, 4)? as i32, month, n(6, 8)? as u8)
+        .map_err(|_| "genTime date is out of range")?;
     let mut nanos = 0u32;
     if let Some(f) = frac {
         if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
@@ -379,7 +396,8 @@ fn generalized_time(v: &[u8]) -> Result<OffsetDateTime, String> {
         }
         nanos = format!("{f:0<9}").parse::<u32>().map_err(|_| "genTime fraction is malformed")?;
     }
-    let t = time::Time::from_hms_nano(n(8, 10)? as u8, n(10, 12)? as u8, n(12, 14)? as u8, nanos).map_err(|_| "genTime time is out of range")?;
+    let t = time::Time::from_hms_nano(n(8, 10)? as u8, n(10, 12)? as u8, n(12, 14)? as u8, nanos)
+        .map_err(|_| "genTime time is out of range")?;
     Ok(time::PrimitiveDateTime::new(date, t).assume_utc())
 }
 
@@ -393,7 +411,13 @@ fn subject_key_id(c: &X509Certificate) -> Option<Vec<u8>> {
 /// Verifies the SignerInfo signature over the signed attributes with the TSA
 /// certificate's key. RSA PKCS#1 v1.5 and ECDSA (P-256, P-384) are what TSAs
 /// use; the hash is the SignerInfo's digest algorithm.
-fn verify_cms_signature(signer: &X509Certificate, sig_alg: &str, hash: Hash, msg: &[u8], sig: &[u8]) -> Result<(), String> {
+fn verify_cms_signature(
+    signer: &X509Certificate,
+    sig_alg: &str,
+    hash: Hash,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), String> {
     let digest = hash.digest(msg);
     let spki = signer.public_key().raw;
     let bad = || "the TSA's signature over the timestamp does not verify".to_string();
@@ -410,7 +434,8 @@ fn verify_cms_signature(signer: &X509Certificate, sig_alg: &str, hash: Hash, msg
                 return Err("the signature algorithm's hash differs from the digest algorithm".into());
             }
             use rsa::pkcs8::DecodePublicKey;
-            let key = rsa::RsaPublicKey::from_public_key_der(spki).map_err(|e| format!("the TSA's RSA key does not parse: {e}"))?;
+            let key = rsa::RsaPublicKey::from_public_key_der(spki)
+                .map_err(|e| format!("the TSA's RSA key does not parse: {e}"))?;
             let scheme = match hash {
                 Hash::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
                 Hash::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
@@ -423,13 +448,15 @@ fn verify_cms_signature(signer: &X509Certificate, sig_alg: &str, hash: Hash, msg
             match chain::key_spec(signer)? {
                 chain::KeySpec::Ec(256) => {
                     use p256::pkcs8::DecodePublicKey;
-                    let k = p256::ecdsa::VerifyingKey::from_public_key_der(spki).map_err(|e| format!("the TSA's EC key does not parse: {e}"))?;
+                    let k = p256::ecdsa::VerifyingKey::from_public_key_der(spki)
+                        .map_err(|e| format!("the TSA's EC key does not parse: {e}"))?;
                     let s = p256::ecdsa::Signature::from_der(sig).map_err(|_| bad())?;
                     k.verify_prehash(&digest, &s).map_err(|_| bad())
                 }
                 chain::KeySpec::Ec(384) => {
                     use p384::pkcs8::DecodePublicKey;
-                    let k = p384::ecdsa::VerifyingKey::from_public_key_der(spki).map_err(|e| format!("the TSA's EC key does not parse: {e}"))?;
+                    let k = p384::ecdsa::VerifyingKey::from_public_key_der(spki)
+                        .map_err(|e| format!("the TSA's EC key does not parse: {e}"))?;
                     let s = p384::ecdsa::Signature::from_der(sig).map_err(|_| bad())?;
                     k.verify_prehash(&digest, &s).map_err(|_| bad())
                 }
@@ -452,6 +479,17 @@ mod tests {
         assert!(generalized_time(b"20241318072138Z").is_err());
         assert!(generalized_time(b"2024061807213Z").is_err());
         assert!(generalized_time(b"20240618072138.Z").is_err());
+    }
+
+    #[test]
+    fn accuracy_is_seconds_millis_and_micros() {
+        // seconds 2, millis [0] 5, micros [1] 7
+        let acc = [0x02, 0x01, 0x02, 0x80, 0x01, 0x05, 0x81, 0x01, 0x07];
+        assert_eq!(
+            parse_accuracy(&acc).unwrap(),
+            Duration::seconds(2) + Duration::milliseconds(5) + Duration::microseconds(7)
+        );
+        assert!(parse_accuracy(&[0x02, 0x01, 0xff]).is_err());
     }
 
     #[test]

@@ -58,8 +58,12 @@ impl Actions {
     fn for_level(level: Level) -> Actions {
         use Action::*;
         match level {
-            Level::Strict => Actions { authenticity: Enforce, authentic_timestamp: Enforce, expiry: Enforce, revocation: Enforce },
-            Level::Permissive => Actions { authenticity: Enforce, authentic_timestamp: Log, expiry: Log, revocation: Log },
+            Level::Strict => {
+                Actions { authenticity: Enforce, authentic_timestamp: Enforce, expiry: Enforce, revocation: Enforce }
+            }
+            Level::Permissive => {
+                Actions { authenticity: Enforce, authentic_timestamp: Log, expiry: Log, revocation: Log }
+            }
             Level::Audit => Actions { authenticity: Log, authentic_timestamp: Log, expiry: Log, revocation: Log },
             Level::Skip => Actions { authenticity: Skip, authentic_timestamp: Skip, expiry: Skip, revocation: Skip },
         }
@@ -229,7 +233,12 @@ pub fn parse(bytes: &[u8], out: &mut Vec<PolicyProblem>) -> Option<TrustPolicy> 
     let raw: RawDoc = match serde_json::from_slice(bytes) {
         Ok(r) => r,
         Err(e) => {
-            problem(out, "(document)", format!("is not a notation trust policy: {e}"), "write the trust policy as notation documents it: {\"version\": \"1.0\", \"trustPolicies\": [...]}");
+            problem(
+                out,
+                "(document)",
+                format!("is not a notation trust policy: {e}"),
+                "write the trust policy as notation documents it: {\"version\": \"1.0\", \"trustPolicies\": [...]}",
+            );
             return None;
         }
     };
@@ -238,7 +247,12 @@ pub fn parse(bytes: &[u8], out: &mut Vec<PolicyProblem>) -> Option<TrustPolicy> 
         problem(out, "version", format!("{:?} is not supported", raw.version), "set \"version\": \"1.0\"");
     }
     if raw.trust_policies.is_empty() {
-        problem(out, "trustPolicies", "is empty, so every artifact would be refused", "add at least one trust policy statement");
+        problem(
+            out,
+            "trustPolicies",
+            "is empty, so every artifact would be refused",
+            "add at least one trust policy statement",
+        );
     }
     let mut statements = Vec::new();
     for (i, s) in raw.trust_policies.iter().enumerate() {
@@ -249,20 +263,35 @@ pub fn parse(bytes: &[u8], out: &mut Vec<PolicyProblem>) -> Option<TrustPolicy> 
     // Cross-statement rules: names and scopes are unique, one global.
     for (i, s) in raw.trust_policies.iter().enumerate() {
         if raw.trust_policies[..i].iter().any(|o| o.name == s.name) {
-            problem(out, format!("trustPolicies[{i}].name"), format!("statement name {:?} is used more than once", s.name), "give every statement a distinct name");
+            problem(
+                out,
+                format!("trustPolicies[{i}].name"),
+                format!("statement name {:?} is used more than once", s.name),
+                "give every statement a distinct name",
+            );
         }
         for scope in &s.registry_scopes {
             if scope == "*" {
                 continue;
             }
             if raw.trust_policies[..i].iter().any(|o| o.registry_scopes.contains(scope)) {
-                problem(out, format!("trustPolicies[{i}].registryScopes"), format!("scope {scope:?} appears in more than one statement, so which applies would be ambiguous"), "list each repository in exactly one statement");
+                problem(
+                    out,
+                    format!("trustPolicies[{i}].registryScopes"),
+                    format!("scope {scope:?} appears in more than one statement, so which applies would be ambiguous"),
+                    "list each repository in exactly one statement",
+                );
             }
         }
     }
     let globals = raw.trust_policies.iter().filter(|s| s.registry_scopes.iter().any(|x| x == "*")).count();
     if globals > 1 {
-        problem(out, "trustPolicies", format!("{globals} statements use the global scope \"*\""), "keep \"*\" in at most one statement");
+        problem(
+            out,
+            "trustPolicies",
+            format!("{globals} statements use the global scope \"*\""),
+            "keep \"*\" in at most one statement",
+        );
     }
     if out.len() > before {
         return None;
@@ -281,13 +310,23 @@ fn validate_statement(i: usize, s: &RawStatement, out: &mut Vec<PolicyProblem>) 
     let mut global = false;
     let mut scopes = Vec::new();
     if s.registry_scopes.is_empty() {
-        problem(out, at("registryScopes"), "is empty", "list fully qualified repositories such as \"registry.example.com/team/app\", or \"*\"");
+        problem(
+            out,
+            at("registryScopes"),
+            "is empty",
+            "list fully qualified repositories such as \"registry.example.com/team/app\", or \"*\"",
+        );
     }
     for scope in &s.registry_scopes {
         if scope == "*" {
             global = true;
             if s.registry_scopes.len() > 1 {
-                problem(out, at("registryScopes"), "\"*\" is mixed with other scopes", "use \"*\" alone in its statement");
+                problem(
+                    out,
+                    at("registryScopes"),
+                    "\"*\" is mixed with other scopes",
+                    "use \"*\" alone in its statement",
+                );
             }
         } else if let Err(why) = check_scope(scope) {
             problem(out, at("registryScopes"), format!("{scope:?} {why}"), "write <registry>/<repository> with no tag, digest or wildcard, for example \"docker.io/library/alpine\"");
@@ -304,14 +343,24 @@ fn validate_statement(i: usize, s: &RawStatement, out: &mut Vec<PolicyProblem>) 
         "audit" => Some(Level::Audit),
         "skip" => Some(Level::Skip),
         other => {
-            problem(out, at("signatureVerification.level"), format!("{other:?} is not a verification level"), "use strict, permissive, audit or skip");
+            problem(
+                out,
+                at("signatureVerification.level"),
+                format!("{other:?} is not a verification level"),
+                "use strict, permissive, audit or skip",
+            );
             None
         }
     };
     let mut actions = level.map(Actions::for_level);
     if let (Some(lvl), Some(ov)) = (level, &sv.override_) {
         if lvl == Level::Skip && !ov.is_empty() {
-            problem(out, at("signatureVerification.override"), "the skip level cannot be customised", "remove override, or use another level");
+            problem(
+                out,
+                at("signatureVerification.override"),
+                "the skip level cannot be customised",
+                "remove override, or use another level",
+            );
         }
         if let Some(a) = actions.as_mut() {
             for (k, v) in ov {
@@ -327,11 +376,21 @@ fn validate_statement(i: usize, s: &RawStatement, out: &mut Vec<PolicyProblem>) 
                     "expiry" => Some(&mut a.expiry),
                     "revocation" => Some(&mut a.revocation),
                     "integrity" => {
-                        problem(out, at("signatureVerification.override"), "integrity cannot be overridden", "remove the integrity key");
+                        problem(
+                            out,
+                            at("signatureVerification.override"),
+                            "integrity cannot be overridden",
+                            "remove the integrity key",
+                        );
                         None
                     }
                     other => {
-                        problem(out, at("signatureVerification.override"), format!("{other:?} is not a validation that can be overridden"), "use authenticity, authenticTimestamp, expiry or revocation");
+                        problem(
+                            out,
+                            at("signatureVerification.override"),
+                            format!("{other:?} is not a validation that can be overridden"),
+                            "use authenticity, authenticTimestamp, expiry or revocation",
+                        );
                         None
                     }
                 };
@@ -340,10 +399,20 @@ fn validate_statement(i: usize, s: &RawStatement, out: &mut Vec<PolicyProblem>) 
                     // Only revocation may be skipped: the others are part of
                     // what a signature means.
                     Some(Action::Skip) if k != "revocation" => {
-                        problem(out, at("signatureVerification.override"), format!("{k} cannot be set to skip"), "use enforce or log");
+                        problem(
+                            out,
+                            at("signatureVerification.override"),
+                            format!("{k} cannot be set to skip"),
+                            "use enforce or log",
+                        );
                     }
                     Some(act) => *slot = act,
-                    None => problem(out, at("signatureVerification.override"), format!("{k}: {v:?} is not an action"), "use enforce or log (and skip for revocation)"),
+                    None => problem(
+                        out,
+                        at("signatureVerification.override"),
+                        format!("{k}: {v:?} is not an action"),
+                        "use enforce or log (and skip for revocation)",
+                    ),
                 }
             }
         }
@@ -352,12 +421,22 @@ fn validate_statement(i: usize, s: &RawStatement, out: &mut Vec<PolicyProblem>) 
         None | Some("always") => VerifyTimestamp::Always,
         Some("afterCertExpiry") => VerifyTimestamp::AfterCertExpiry,
         Some(other) => {
-            problem(out, at("signatureVerification.verifyTimestamp"), format!("{other:?} is not supported"), "use \"always\" or \"afterCertExpiry\"");
+            problem(
+                out,
+                at("signatureVerification.verifyTimestamp"),
+                format!("{other:?} is not supported"),
+                "use \"always\" or \"afterCertExpiry\"",
+            );
             VerifyTimestamp::Always
         }
     };
     if level == Some(Level::Skip) && global {
-        problem(out, at("signatureVerification.level"), "skip cannot be used with the global scope \"*\"", "list the repositories that may be unsigned explicitly");
+        problem(
+            out,
+            at("signatureVerification.level"),
+            "skip cannot be used with the global scope \"*\"",
+            "list the repositories that may be unsigned explicitly",
+        );
     }
 
     // trustStores and trustedIdentities
@@ -367,30 +446,60 @@ fn validate_statement(i: usize, s: &RawStatement, out: &mut Vec<PolicyProblem>) 
     let mut identities = Identities::Subjects(Vec::new());
     if level == Some(Level::Skip) {
         if !stores_raw.is_empty() || !ids_raw.is_empty() {
-            problem(out, at("trustStores"), "a skip statement must not list trust stores or trusted identities", "remove trustStores and trustedIdentities from this statement");
+            problem(
+                out,
+                at("trustStores"),
+                "a skip statement must not list trust stores or trusted identities",
+                "remove trustStores and trustedIdentities from this statement",
+            );
         }
     } else {
         if stores_raw.is_empty() || ids_raw.is_empty() {
-            problem(out, at("trustStores"), "trust stores and trusted identities must both be listed", "add \"trustStores\": [\"ca:<name>\"] and \"trustedIdentities\": [\"*\"] or x509.subject identities");
+            problem(
+                out,
+                at("trustStores"),
+                "trust stores and trusted identities must both be listed",
+                "add \"trustStores\": [\"ca:<name>\"] and \"trustedIdentities\": [\"*\"] or x509.subject identities",
+            );
         }
         for ts in stores_raw {
             match parse_store_ref(ts) {
                 Ok(r) => {
                     if trust_stores.contains(&r) {
-                        problem(out, at("trustStores"), format!("{ts:?} is listed twice"), "list each trust store once");
+                        problem(
+                            out,
+                            at("trustStores"),
+                            format!("{ts:?} is listed twice"),
+                            "list each trust store once",
+                        );
                     } else {
                         trust_stores.push(r);
                     }
                 }
-                Err(why) => problem(out, at("trustStores"), format!("{ts:?} {why}"), "write \"ca:<name>\", \"signingAuthority:<name>\" or \"tsa:<name>\""),
+                Err(why) => problem(
+                    out,
+                    at("trustStores"),
+                    format!("{ts:?} {why}"),
+                    "write \"ca:<name>\", \"signingAuthority:<name>\" or \"tsa:<name>\"",
+                ),
             }
         }
         if !stores_raw.is_empty() && !trust_stores.iter().any(|r| r.kind != StoreType::Tsa) {
-            problem(out, at("trustStores"), "only tsa stores are listed, so no signing certificate can be trusted", "add a ca:<name> or signingAuthority:<name> store");
+            problem(
+                out,
+                at("trustStores"),
+                "only tsa stores are listed, so no signing certificate can be trusted",
+                "add a ca:<name> or signingAuthority:<name> store",
+            );
         }
         match parse_identities(ids_raw) {
             Ok(ids) => identities = ids,
-            Err(why) => problem(out, at("trustedIdentities"), why, "use [\"*\"], or \"x509.subject: C=..., ST=..., O=...\" entries that do not overlap"),
+            Err(why) => problem(
+                out,
+                at("trustedIdentities"),
+                why,
+                "use [\"*\"], or \"x509.subject: C=..., ST=..., O=...\" entries that do not overlap",
+            ),
         }
     }
     if out.len() > before {
@@ -421,7 +530,8 @@ fn check_scope(scope: &str) -> Result<(), &'static str> {
     let Some((host, path)) = scope.split_once('/') else {
         return Err("is not <registry>/<repository>");
     };
-    if host.is_empty() || host.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))) {
+    if host.is_empty() || host.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')))
+    {
         return Err("does not start with a registry host name");
     }
     if path.is_empty() {
@@ -483,7 +593,10 @@ fn parse_store_ref(s: &str) -> Result<StoreRef, &'static str> {
 /// Store names become directory names, so they are restricted the way
 /// notation restricts them; this also rules out `..` and path separators.
 pub fn is_store_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn parse_identities(ids: &[String]) -> Result<Identities, String> {
@@ -561,8 +674,13 @@ pub fn parse_dn(s: &str) -> Result<Dn, String> {
                 '\\' => {
                     let next = chars.get(i + 1).copied().ok_or("ends with a lone backslash")?;
                     if next.is_ascii_hexdigit() {
-                        let n2 = chars.get(i + 2).copied().filter(|c| c.is_ascii_hexdigit()).ok_or("has a bad \\hex escape")?;
-                        let byte = u8::from_str_radix(&format!("{next}{n2}"), 16).map_err(|_| "has a bad \\hex escape")?;
+                        let n2 = chars
+                            .get(i + 2)
+                            .copied()
+                            .filter(|c| c.is_ascii_hexdigit())
+                            .ok_or("has a bad \\hex escape")?;
+                        let byte =
+                            u8::from_str_radix(&format!("{next}{n2}"), 16).map_err(|_| "has a bad \\hex escape")?;
                         pending.push(byte);
                         i += 3;
                         // Hex escapes build UTF-8 byte sequences.
@@ -659,9 +777,20 @@ mod tests {
         assert!(out.is_empty());
         let s = p.statement_for("registry.acme-rockets.io/software/net-monitor").unwrap();
         assert_eq!(s.name, "wabbit");
-        assert_eq!(s.actions, Actions { authenticity: Action::Enforce, authentic_timestamp: Action::Enforce, expiry: Action::Log, revocation: Action::Skip });
+        assert_eq!(
+            s.actions,
+            Actions {
+                authenticity: Action::Enforce,
+                authentic_timestamp: Action::Enforce,
+                expiry: Action::Log,
+                revocation: Action::Skip
+            }
+        );
         assert_eq!(s.verify_timestamp, VerifyTimestamp::AfterCertExpiry);
-        assert_eq!(p.statement_for("registry.wabbit-networks.io/software/unsigned/net-utils").unwrap().level, Level::Skip);
+        assert_eq!(
+            p.statement_for("registry.wabbit-networks.io/software/unsigned/net-utils").unwrap().level,
+            Level::Skip
+        );
         assert_eq!(p.statement_for("docker.io/library/alpine").unwrap().name, "global");
         match &s.identities {
             Identities::Subjects(d) => assert_eq!(d[0].0[4], ("OU".to_string(), "Security Tools".to_string())),
@@ -671,7 +800,9 @@ mod tests {
 
     #[test]
     fn without_a_global_statement_an_unlisted_repository_has_no_statement() {
-        let json = one(r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["*"]}"#);
+        let json = one(
+            r#"{"name":"a","registryScopes":["r.io/a"],"signatureVerification":{"level":"strict"},"trustStores":["ca:x"],"trustedIdentities":["*"]}"#,
+        );
         let mut out = Vec::new();
         let p = parse(json.as_bytes(), &mut out).unwrap();
         assert!(p.statement_for("r.io/a").is_some());

@@ -51,7 +51,12 @@ pub fn load(root: &Path, refs: &[StoreRef], out: &mut Vec<PolicyProblem>) -> Tru
     } else if root.file_name().is_some_and(|n| n == "x509") && root.is_dir() {
         root.to_path_buf()
     } else {
-        problem(out, "(trust store)", format!("{} has no x509/ directory", root.display()), "point trust_store at notation's truststore directory, the one holding x509/ca/<name>/");
+        problem(
+            out,
+            "(trust store)",
+            format!("{} has no x509/ directory", root.display()),
+            "point trust_store at notation's truststore directory, the one holding x509/ca/<name>/",
+        );
         return ts;
     };
     for r in refs {
@@ -59,29 +64,57 @@ pub fn load(root: &Path, refs: &[StoreRef], out: &mut Vec<PolicyProblem>) -> Tru
         let at = format!("trust store {r}");
         match std::fs::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_symlink() => {
-                problem(out, at, format!("{} is a symbolic link, which notation does not allow for named stores", dir.display()), "replace the link with a real directory");
+                problem(
+                    out,
+                    at,
+                    format!("{} is a symbolic link, which notation does not allow for named stores", dir.display()),
+                    "replace the link with a real directory",
+                );
                 continue;
             }
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                problem(out, at, format!("{} is not a directory", dir.display()), "make the named store a directory of certificate files");
+                problem(
+                    out,
+                    at,
+                    format!("{} is not a directory", dir.display()),
+                    "make the named store a directory of certificate files",
+                );
                 continue;
             }
             Err(_) => {
-                problem(out, at, format!("the trust policy names {r}, but {} does not exist", dir.display()), format!("create {} with the trusted root certificates, or fix the name in trustStores", dir.display()));
+                problem(
+                    out,
+                    at,
+                    format!("the trust policy names {r}, but {} does not exist", dir.display()),
+                    format!(
+                        "create {} with the trusted root certificates, or fix the name in trustStores",
+                        dir.display()
+                    ),
+                );
                 continue;
             }
         }
         let certs = read_store(&dir, r, &mut ts.files, out);
         if certs.is_empty() {
-            problem(out, format!("trust store {r}"), format!("{} holds no certificates", dir.display()), "add the trusted root certificates as .pem, .crt or .cer files");
+            problem(
+                out,
+                format!("trust store {r}"),
+                format!("{} holds no certificates", dir.display()),
+                "add the trusted root certificates as .pem, .crt or .cer files",
+            );
         }
         ts.stores.insert(r.clone(), certs);
     }
     ts
 }
 
-fn read_store(dir: &PathBuf, r: &StoreRef, files: &mut Vec<(String, Vec<u8>)>, out: &mut Vec<PolicyProblem>) -> Vec<TrustedCert> {
+fn read_store(
+    dir: &PathBuf,
+    r: &StoreRef,
+    files: &mut Vec<(String, Vec<u8>)>,
+    out: &mut Vec<PolicyProblem>,
+) -> Vec<TrustedCert> {
     let at = format!("trust store {r}");
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).take(MAX_FILES + 1).collect(),
@@ -91,7 +124,12 @@ fn read_store(dir: &PathBuf, r: &StoreRef, files: &mut Vec<(String, Vec<u8>)>, o
         }
     };
     if entries.len() > MAX_FILES {
-        problem(out, &at, format!("{} has more than {MAX_FILES} entries", dir.display()), "keep only the trusted root certificates in a named store");
+        problem(
+            out,
+            &at,
+            format!("{} has more than {MAX_FILES} entries", dir.display()),
+            "keep only the trusted root certificates in a named store",
+        );
         return Vec::new();
     }
     entries.sort();
@@ -107,18 +145,33 @@ fn read_store(dir: &PathBuf, r: &StoreRef, files: &mut Vec<(String, Vec<u8>)>, o
             }
         };
         if meta.file_type().is_symlink() {
-            problem(out, &at, format!("{} is a symbolic link, which notation does not allow in trust stores", path.display()), "copy the certificate file instead of linking it");
+            problem(
+                out,
+                &at,
+                format!("{} is a symbolic link, which notation does not allow in trust stores", path.display()),
+                "copy the certificate file instead of linking it",
+            );
             continue;
         }
         if meta.is_dir() {
             // The specification says to ignore subdirectories and warn;
             // notation-go refuses them. A certificate an operator placed there
             // would silently not count, so say so instead.
-            problem(out, &at, format!("{} is a subdirectory; certificates in it would not be trusted", path.display()), "move its certificates up into the named store, or remove it");
+            problem(
+                out,
+                &at,
+                format!("{} is a subdirectory; certificates in it would not be trusted", path.display()),
+                "move its certificates up into the named store, or remove it",
+            );
             continue;
         }
         if meta.len() > MAX_FILE {
-            problem(out, &at, format!("{} is {} bytes, more than {MAX_FILE}", path.display(), meta.len()), "trust stores hold certificates only");
+            problem(
+                out,
+                &at,
+                format!("{} is {} bytes, more than {MAX_FILE}", path.display(), meta.len()),
+                "trust stores hold certificates only",
+            );
             continue;
         }
         let bytes = match std::fs::read(&path) {
@@ -133,7 +186,12 @@ fn read_store(dir: &PathBuf, r: &StoreRef, files: &mut Vec<(String, Vec<u8>)>, o
                 for der in ders {
                     match check_anchor(&der, r.kind) {
                         Ok(subject) => certs.push(TrustedCert { der, file: rel.clone(), subject }),
-                        Err(e) => problem(out, &at, format!("{}: {e}", path.display()), "trust stores hold root (or CA) certificates; remove this file"),
+                        Err(e) => problem(
+                            out,
+                            &at,
+                            format!("{}: {e}", path.display()),
+                            "trust stores hold root (or CA) certificates; remove this file",
+                        ),
                     }
                 }
             }
@@ -175,7 +233,9 @@ fn check_anchor(der: &[u8], kind: StoreType) -> Result<String, String> {
     let is_ca = matches!(c.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
     let self_signed = c.issuer().as_raw() == c.subject().as_raw() && chain::check_signature(&c, &c).is_ok();
     match kind {
-        StoreType::Tsa if !(is_ca && self_signed) => Err(format!("certificate {subject:?} is not a self-signed root CA, which tsa stores require")),
+        StoreType::Tsa if !(is_ca && self_signed) => {
+            Err(format!("certificate {subject:?} is not a self-signed root CA, which tsa stores require"))
+        }
         _ if !(is_ca || self_signed) => Err(format!("certificate {subject:?} is neither a CA nor self-signed")),
         _ => Ok(subject),
     }
