@@ -309,8 +309,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates a config file. Policies are validated separately by
-    /// `policy::PolicySet::build`, which needs the verifiers.
+    /// Reads and validates a config file. `Err` only when the file cannot be
+    /// read or parsed; other problems are collected in the returned `Checker`,
+    /// to which `policy::PolicySet::build` adds the policies' problems.
     pub fn load(path: &Path) -> Result<(Config, Checker), Problems> {
         let mut c = Checker::new(path);
         let text = match std::fs::read_to_string(path) {
@@ -374,9 +375,8 @@ impl Config {
         if config.allow_ttl.is_zero() {
             c.problem("cache.allow_ttl_secs", "must be at least 1", "set a few minutes, for example 300");
         }
-        if !c.problems.is_empty() {
-            return Err(Problems(c.problems));
-        }
+        // Problems so far stay in the checker: the caller validates the
+        // policies too and then reports everything at once.
         Ok((config, c))
     }
 

@@ -282,18 +282,25 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
             // Blobs carry no signature of their own, but a repository no
             // policy covers gets nothing at all from us.
             if state.policies.select(&registry, &repo).is_none() {
-                return Err(deny_outside_scope(&registry, &repo, &digest));
+                return Err(deny_outside_scope(&registry, &repo, &format!("@{digest}")));
             }
             serve_blob(&up, &repo, &digest, head).await
         }
         Route::TagsList { repo } => {
-            let (_, up) = state.upstream(ns.as_deref())?;
+            let (registry, up) = state.upstream(ns.as_deref())?;
+            // Listing tags reveals what a repository holds: only for covered ones.
+            if state.policies.select(&registry, &repo).is_none() {
+                return Err(deny_outside_scope(&registry, &repo, "tags/list"));
+            }
             let q = strip_ns(query);
             let (ct, body) = up.tags_list(&repo, q.as_deref()).await.map_err(|e| Error::upstream(Resource::Tags, e))?;
             Ok(bytes_response(&ct, body, None, head))
         }
         Route::Referrers { repo, digest } => {
-            let (_, up) = state.upstream(ns.as_deref())?;
+            let (registry, up) = state.upstream(ns.as_deref())?;
+            if state.policies.select(&registry, &repo).is_none() {
+                return Err(deny_outside_scope(&registry, &repo, &format!("referrers/{digest}")));
+            }
             let artifact_type = query_param(query, "artifactType");
             match up.referrers(&repo, &digest, artifact_type.as_deref()).await {
                 Ok(Some(body)) => Ok(bytes_response(media::OCI_INDEX, body, None, head)),
@@ -304,8 +311,11 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
     }
 }
 
-fn deny_outside_scope(registry: &str, repo: &str, digest: &Digest) -> Error {
-    let image = format!("{registry}/{repo}@{digest}");
+/// Refuses a non-manifest request for a repository no policy covers.
+/// `what` is appended to the repository name in the message.
+fn deny_outside_scope(registry: &str, repo: &str, what: &str) -> Error {
+    let sep = if what.starts_with('@') { "" } else { " " };
+    let image = format!("{registry}/{repo}{sep}{what}");
     let reason = format!("no policy's scope matches {registry}/{repo}");
     Error::Denied { message: format!("sigmirror refused {image}: {reason}"), policy: None, image, reason }
 }
@@ -387,6 +397,8 @@ async fn serve_immutable_tag(
             };
             // Durable before the response that relies on it is sent.
             let stored = store.pin(ours).await?;
+            // Just resolved upstream: the next check is one interval away.
+            app.revalidated.insert((registry.to_string(), repo.to_string(), tag.to_string()), ());
             if stored.digest == manifest.digest {
                 tracing::info!(target: "sigmirror::decision", %registry, %repo, %tag, digest = %stored.digest, policy = %policy.name, "pinned tag");
                 return respond(registry, repo, &reference, manifest, verdict, head);

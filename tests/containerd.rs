@@ -83,6 +83,7 @@ fn containerd_cannot_pull_an_image_no_policy_matches() {
     // Fail closed: containerd did not go around the mirror (it could not
     // resolve registry.test anyway), and holds nothing of the image.
     assert!(!err.contains("timed out"), "{err}");
+    assert!(err.contains("403 Forbidden") && err.contains(&mirror.addr), "refused for another reason: {err}");
     assert_eq!(containerd.image_digest(&image_ref), None);
     assert!(containerd.read_unpacked_file(&image.file.0).is_err());
     let name = format!("registry.test/team-b/app@{}", image.digest);

@@ -299,10 +299,24 @@ fn tags_list_is_proxied() {
     let mut tags: Vec<&str> = v["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     tags.sort();
     assert_eq!(tags, ["v1", "v2"]);
-    // Pagination parameters reach upstream; ns= does not confuse it.
-    let r = http("GET", &format!("{}/v2/team-a/app/tags/list?ns={NS}&n=1", m.url()), &[]);
+}
+
+#[test]
+fn tags_list_pagination_parameters_reach_upstream_without_ns() {
+    // distribution 2.8 ignores `n` on tags/list, so a mock shows what was forwarded.
+    let mock = MockUpstream::start();
+    mock.set("/v2/team-a/app/tags/list", Reply::json(200, r#"{"name":"team-a/app","tags":["v2"]}"#));
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    let r = http("GET", &format!("{}/v2/team-a/app/tags/list?ns={NS}&n=1&last=v1", m.url()), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["tags"].as_array().unwrap().len(), 1, "{}", r.text());
+    assert_eq!(r.json()["tags"], serde_json::json!(["v2"]));
+    let forwarded: Vec<String> =
+        mock.requests().into_iter().filter(|(_, t)| t.contains("/tags/list")).map(|(_, t)| t).collect();
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    let query = forwarded[0].split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut params: Vec<&str> = query.split('&').collect();
+    params.sort();
+    assert_eq!(params, ["last=v1", "n=1"], "forwarded {}", forwarded[0]);
 }
 
 #[test]

@@ -200,85 +200,113 @@ pub fn validate_chain(
     if let Some(i) = roots.iter().position(|r| r.der == leaf.der) {
         return Ok(i);
     }
+    let mut search = Search { intermediates, roots, opts, best_error: None, budget: MAX_SIGNATURE_CHECKS };
     let mut path: Vec<&Certificate> = vec![leaf];
-    let mut best_error: Option<String> = None;
-    match extend_path(&mut path, intermediates, roots, opts, &mut best_error) {
+    match search.extend(&mut path) {
         Some(i) => Ok(i),
-        None => Err(best_error.unwrap_or_else(|| format!("certificate chain does not reach {}", opts.roots_name))),
+        None => {
+            Err(search.best_error.unwrap_or_else(|| format!("certificate chain does not reach {}", opts.roots_name)))
+        }
     }
 }
 
-/// Depth-first search for an issuer of the last certificate of `path`. Roots are tried before
-/// intermediates so the shortest trusted path wins.
-fn extend_path<'a>(
-    path: &mut Vec<&'a Certificate>,
+/// Signature checks one path search may spend. Real chains need two or three; the bound stops
+/// a signer from shipping a mesh of cross-signed intermediates that makes the search exponential.
+const MAX_SIGNATURE_CHECKS: usize = 128;
+
+struct Search<'a> {
     intermediates: &'a [Certificate],
-    roots: &[Certificate],
-    opts: &ChainOptions,
-    best_error: &mut Option<String>,
-) -> Option<usize> {
-    let child = *path.last()?;
-    let Ok(parsed_child) = child.parsed() else { return None };
-    // Number of CA certificates below a new issuer, for pathLenConstraint.
-    let cas_below = path.len() - 1;
-    for (i, root) in roots.iter().enumerate() {
-        match issued_by(&parsed_child, child, root) {
-            Ok(false) => continue,
-            Ok(true) => {}
-            Err(e) => {
-                best_error.get_or_insert(e);
-                continue;
-            }
-        }
-        match check_ca(root, cas_below, opts) {
-            Ok(()) => return Some(i),
-            Err(e) => {
-                best_error.get_or_insert(e);
-            }
-        }
-    }
-    if path.len() >= MAX_CHAIN_DEPTH {
-        return None;
-    }
-    for cand in intermediates {
-        // A self-issued certificate from untrusted input is an untrusted root, never a step.
-        if cand.is_self_issued() || path.iter().any(|p| p.der == cand.der) {
-            continue;
-        }
-        match issued_by(&parsed_child, child, cand) {
-            Ok(false) => continue,
-            Ok(true) => {}
-            Err(e) => {
-                best_error.get_or_insert(e);
-                continue;
-            }
-        }
-        if let Err(e) = check_ca(cand, cas_below, opts) {
-            best_error.get_or_insert(e);
-            continue;
-        }
-        path.push(cand);
-        if let Some(i) = extend_path(path, intermediates, roots, opts, best_error) {
-            return Some(i);
-        }
-        path.pop();
-    }
-    None
+    roots: &'a [Certificate],
+    opts: &'a ChainOptions,
+    /// The first specific failure met, reported if no path is found.
+    best_error: Option<String>,
+    budget: usize,
 }
 
-/// Whether `issuer` issued `child`: names match and the signature verifies. `Ok(false)` means the
-/// names differ (not a candidate); `Err` means a candidate whose signature is bad or weak.
-fn issued_by(parsed_child: &X509Certificate<'_>, child: &Certificate, issuer: &Certificate) -> Result<bool, String> {
-    let Ok(parsed_issuer) = issuer.parsed() else { return Ok(false) };
-    if parsed_child.issuer().as_raw() != parsed_issuer.subject().as_raw() {
-        return Ok(false);
+impl<'a> Search<'a> {
+    fn note(&mut self, e: String) {
+        self.best_error.get_or_insert(e);
     }
+
+    /// Whether `issuer` issued `child`, spending budget only on real candidates.
+    fn issued_by(&mut self, parsed_child: &X509Certificate<'_>, child: &Certificate, issuer: &Certificate) -> bool {
+        if !names_match(parsed_child, issuer) {
+            return false;
+        }
+        if self.budget == 0 {
+            self.best_error = Some("certificate chain is too complex to evaluate".into());
+            return false;
+        }
+        self.budget -= 1;
+        match verify_issued_by(parsed_child, child, issuer) {
+            Ok(()) => true,
+            Err(e) => {
+                self.note(e);
+                false
+            }
+        }
+    }
+
+    /// Depth-first search for an issuer of the last certificate of `path`. Roots are tried
+    /// before intermediates so the shortest trusted path wins.
+    fn extend(&mut self, path: &mut Vec<&'a Certificate>) -> Option<usize> {
+        let child = *path.last()?;
+        let Ok(parsed_child) = child.parsed() else { return None };
+        // Number of CA certificates below a new issuer, for pathLenConstraint.
+        let cas_below = path.len() - 1;
+        let roots = self.roots;
+        for (i, root) in roots.iter().enumerate() {
+            if self.issued_by(&parsed_child, child, root) {
+                match check_ca(root, cas_below, self.opts) {
+                    Ok(()) => return Some(i),
+                    Err(e) => self.note(e),
+                }
+            }
+        }
+        if path.len() >= MAX_CHAIN_DEPTH {
+            return None;
+        }
+        let intermediates = self.intermediates;
+        for cand in intermediates {
+            // A self-issued certificate from untrusted input is an untrusted root, never a step.
+            if cand.is_self_issued() || path.iter().any(|p| p.der == cand.der) {
+                continue;
+            }
+            if !self.issued_by(&parsed_child, child, cand) {
+                continue;
+            }
+            if let Err(e) = check_ca(cand, cas_below, self.opts) {
+                self.note(e);
+                continue;
+            }
+            path.push(cand);
+            if let Some(i) = self.extend(path) {
+                return Some(i);
+            }
+            path.pop();
+        }
+        None
+    }
+}
+
+fn names_match(parsed_child: &X509Certificate<'_>, issuer: &Certificate) -> bool {
+    issuer.parsed().is_ok_and(|p| parsed_child.issuer().as_raw() == p.subject().as_raw())
+}
+
+/// Checks the signature of `child` with the key of `issuer` (whose subject names it), refusing
+/// SHA-1 as Notation requires and modern Go does.
+fn verify_issued_by(
+    parsed_child: &X509Certificate<'_>,
+    child: &Certificate,
+    issuer: &Certificate,
+) -> Result<(), String> {
+    let parsed_issuer = issuer.parsed()?;
     let alg = parsed_child.signature_algorithm.algorithm.to_id_string();
     if OID_SHA1_WITH_RSA.contains(&alg.as_str()) || alg == OID_ECDSA_WITH_SHA1 {
         return Err(format!("certificate {} is signed with SHA-1, which is refused", child.display_name()));
     }
     match parsed_child.verify_signature(Some(parsed_issuer.public_key())) {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(()),
         Err(x509_parser::error::X509Error::SignatureUnsupportedAlgorithm) => {
             Err(format!("certificate {} uses an unsupported signature algorithm {alg}", child.display_name()))
         }
@@ -698,6 +726,48 @@ pub(crate) mod tests {
             validate_chain(&c, std::slice::from_ref(&c), &[], &opts(NOW)),
             Err("certificate chain does not reach roots test-ca.pem".into())
         );
+    }
+
+    #[test]
+    fn a_mesh_of_cross_signed_intermediates_cannot_make_the_search_explode() {
+        // Ten "M1" and ten "M2" CAs sharing two keys: every M2 verifies every M1 and vice versa,
+        // so an unbounded depth-first search would walk 10^8 paths.
+        let ca = TestCa::new("Root");
+        let k1 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let k2 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let as_issuer = |cn: &str, k: &KeyPair| ca_params(cn, None).self_signed(k).expect("issuer");
+        let (i1, i2) = (as_issuer("M1", &k1), as_issuer("M2", &k2));
+        let mut mesh = Vec::new();
+        for n in 0..10u8 {
+            let mut p = ca_params("M1", None);
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(&[1, n + 1]));
+            mesh.push(Certificate::from_der(p.signed_by(&k1, &i2, &k2).expect("sign").der()).expect("parse"));
+            let mut p = ca_params("M2", None);
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(&[2, n + 1]));
+            mesh.push(Certificate::from_der(p.signed_by(&k2, &i1, &k1).expect("sign").der()).expect("parse"));
+        }
+        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let leaf = leaf_params("a@example.com", None).signed_by(&leaf_key, &i1, &k1).expect("leaf");
+        let leaf = Certificate::from_der(leaf.der()).expect("parse");
+        let started = std::time::Instant::now();
+        assert_eq!(
+            validate_chain(&leaf, &mesh, &[ca.root_cert()], &opts(NOW)),
+            Err("certificate chain is too complex to evaluate".into())
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn fulcio_username_othername_sans_are_identities() {
+        let ca = TestCa::new("Root");
+        let mut p = leaf_params("a@example.com", None);
+        p.subject_alt_names.push(SanType::URI("https://github.com/acme/app".try_into().expect("ia5")));
+        p.subject_alt_names.push(SanType::OtherName((
+            vec![1, 3, 6, 1, 4, 1, 57264, 1, 7],
+            rcgen::OtherNameValue::Utf8String("octocat!github.com".into()),
+        )));
+        let (leaf, _, _) = ca.issue(p);
+        assert_eq!(san_identities(&leaf), ["a@example.com", "https://github.com/acme/app", "octocat!github.com"]);
     }
 
     #[test]

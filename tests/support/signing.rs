@@ -2,6 +2,7 @@
 //! (`sigstore`) signs the simple-signing payload and pushes the `.sig`
 //! manifest, exactly as `cosign sign --key` lays it out. sigmirror's verifier
 //! never sees a signature made by our own code in these tests.
+#![allow(dead_code)]
 
 use sigstore::cosign::constraint::{Constraint, PrivateKeySigner};
 use sigstore::cosign::{ClientBuilder, CosignCapabilities, SignatureLayer};

@@ -6,12 +6,15 @@
 //! one artifact, following the order of the trust-store-trust-policy
 //! specification and notation-go: integrity (always enforced), authenticity
 //! (trust store, then trusted identity), expiry, authentic timestamp,
-//! revocation, each enforced or only logged as the statement's level says,
-//! and then the payload must name exactly the artifact being pulled.
+//! revocation, each enforced or only logged as the statement's level says.
+//! The payload must name exactly the artifact being pulled at every level;
+//! that is checked as soon as integrity has authenticated the payload.
 //!
-//! Everything that cannot be decided offline fails closed unless the policy
-//! explicitly relaxes it: revocation status (sigmirror never contacts OCSP or
-//! CRL servers), verification plugins and unknown critical attributes.
+//! What cannot be decided here fails closed. Revocation status cannot be
+//! checked offline (sigmirror never contacts OCSP or CRL servers), so it
+//! fails revocation validation, which only the policy's level or an
+//! override can relax. Verification plugins and unknown critical attributes
+//! refuse the signature at every level.
 
 mod chain;
 mod cose;

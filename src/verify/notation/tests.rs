@@ -1322,7 +1322,7 @@ fn the_fingerprint_covers_the_policy_and_every_trust_store_byte() {
 
 #[test]
 fn mutated_timestamp_tokens_and_truncated_envelopes_never_panic() {
-    use coset::{CborSerializable as _, TaggedCborSerializable};
+    use coset::TaggedCborSerializable;
     let f = ts_fixture(&read("notation-go/truststore/ca/TestTimestamp.crt"));
     let v = f.verifier(&policy("strict", &["ca:valid-trust-store", "tsa:test-timestamp"], TS_POLICY_EXTRA));
     let env = read("notation-go/coseWithTimestamp.sig");
@@ -1343,24 +1343,23 @@ fn mutated_timestamp_tokens_and_truncated_envelopes_never_panic() {
     };
     // The token is unprotected, so the envelope signature still verifies and
     // every mutation reaches the RFC 3161 parser.
+    // The token carries its own copy of the GlobalSign root; the trust
+    // store's copy is the anchor, so damage to the token's copy is harmless.
+    let root = read("notation-go/truststore/tsa/globalsignRoot.cer");
+    let root_at = token.windows(root.len()).position(|w| w == root.as_slice()).expect("token carries the root");
     let step = (token.len() / 120).max(1);
-    let mut verified = 0;
     for i in (0..token.len()).step_by(step) {
         let mut t = token.clone();
         t[i] ^= 0xff;
-        if matches!(
-            verify_at(&v, MEDIA_TYPE_COSE, &with_token(t), TS_DIGEST, DOCKER_V2, 528, E2E_NOW),
-            Outcome::Verified { .. }
-        ) {
-            verified += 1;
+        let o = verify_at(&v, MEDIA_TYPE_COSE, &with_token(t), TS_DIGEST, DOCKER_V2, 528, E2E_NOW);
+        if matches!(o, Outcome::Verified { .. }) {
+            // Only unsigned framing (the CMS version numbers) or the unused
+            // root copy may change without consequence.
+            assert!((root_at..root_at + root.len()).contains(&i) || i < 32, "token mutated at {i} still verified");
         }
         let o = verify_at(&v, MEDIA_TYPE_COSE, &with_token(token[..i].to_vec()), TS_DIGEST, DOCKER_V2, 528, E2E_NOW);
         assert!(matches!(o, Outcome::Refused(_)), "truncated token at {i} was accepted");
     }
-    // Only unsigned framing (CMS version numbers and the like) may change
-    // without consequence.
-    assert!(verified < 10, "{verified} mutated tokens verified");
-    let _ = msg.clone().to_vec();
     // Truncated envelopes of both kinds.
     let jws = read("notation-go/jwsWithTimestamp.sig");
     for (mt, bytes) in [(MEDIA_TYPE_COSE, &env), (MEDIA_TYPE_JWS, &jws)] {

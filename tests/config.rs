@@ -1,0 +1,148 @@
+//! `sigmirror check-config`: the shipped config parses, and every bad key is
+//! reported at once with its key and a fix.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn check(dir: &Path, toml: &str) -> (Option<i32>, String) {
+    let path = dir.join("sigmirror.toml");
+    fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigmirror")).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+const BASE: &str = "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"https://r.test\"\n";
+
+#[test]
+fn every_config_file_shipped_in_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(env!("CARGO_BIN_EXE_sigmirror")).args(["check-config", "--config"]).arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stdout));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no config file in {}", dir.display());
+}
+
+#[test]
+fn the_kubernetes_configmap_config_is_valid_apart_from_its_mounted_files() {
+    // The ConfigMap's TOML must at least parse with the same strict rules.
+    let yaml = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/sigmirror.yaml")).unwrap();
+    let start = yaml.find("sigmirror.toml: |\n").unwrap() + "sigmirror.toml: |\n".len();
+    let toml: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
+        .collect();
+    let raw: Result<sigmirror::config::RawConfig, _> = toml::from_str(&toml);
+    assert!(raw.is_ok(), "{:?}\n{toml}", raw.err());
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_key_and_fix() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let toml = r#"
+listen = "not-an-address"
+data_dir = "data"
+tls_cert = "missing.pem"
+
+[[upstream]]
+registry = "r.test"
+url = "ftp://r.test"
+default = true
+
+[[upstream]]
+registry = "r.test"
+url = "https://r.test/with/path"
+default = true
+username = "ci"
+
+[[policy]]
+name = "p"
+scope = []
+cosign_keys = ["nope.pub"]
+
+[[policy]]
+name = "p"
+scope = ["r.test/[unclosed"]
+notation = true
+immutable_tags = ["[bad"]
+"#;
+    let (code, out) = check(dir.path(), toml);
+    assert_eq!(code, Some(1), "{out}");
+    for needle in [
+        "listen: \"not-an-address\" is not an address",
+        "tls_cert: tls_cert and tls_key must be set together",
+        "upstream.default: 2 upstreams are marked default",
+        "upstream[0].url: \"ftp://r.test\" does not start with https://",
+        "upstream[1].registry: \"r.test\" is configured twice",
+        "upstream[1].url: \"https://r.test/with/path\" must be a scheme and host[:port] only",
+        "upstream[1].username: username and password_file must be set together",
+        "policy[0].scope: is empty",
+        "policy[0].cosign_keys[0]",
+        "policy[1].name: \"p\" is also the name of policy[0]",
+        "policy[1].scope[0]: \"r.test/[unclosed\" is not a glob",
+        "policy[1].immutable_tags[0]",
+        "policy[1].notation: is true but there is no [notation] table",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    // Each problem carries its file and a fix.
+    assert!(out.lines().filter(|l| l.contains("sigmirror.toml:") && l.contains("(fix: ")).count() >= 13, "{out}");
+}
+
+#[test]
+fn unknown_keys_are_errors_not_silently_ignored() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (code, out) = check(dir.path(), &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_key = [\"typo.pub\"]\n"));
+    assert_eq!(code, Some(1));
+    assert!(out.contains("unknown field `cosign_key`"), "{out}");
+}
+
+#[test]
+fn a_bad_mode_is_an_error_naming_the_choices() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (code, out) = check(dir.path(), &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"permissive\"\n"));
+    assert_eq!(code, Some(1));
+    assert!(out.contains("unknown variant `permissive`") && out.contains("enforce") && out.contains("audit"), "{out}");
+}
+
+#[test]
+fn a_config_without_policies_is_refused_because_it_would_refuse_everything() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (code, out) = check(dir.path(), BASE);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("no [[policy]] is configured"), "{out}");
+}
+
+#[test]
+fn relative_trust_paths_resolve_against_the_config_directory() {
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::create_dir_all(dir.path().join("trust")).unwrap();
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/trust/example-cosign.pub"), dir.path().join("trust/k.pub")).unwrap();
+    let toml = format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [\"trust/k.pub\"]\n");
+    // Run from another working directory: the path still resolves.
+    let path = dir.path().join("sigmirror.toml");
+    fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigmirror"))
+        .current_dir("/")
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_file_that_is_not_a_key_is_reported() {
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::write(dir.path().join("k.pub"), "not a key").unwrap();
+    let (code, out) = check(dir.path(), &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [\"k.pub\"]\n"));
+    assert_eq!(code, Some(1));
+    assert!(out.contains("policy[0].cosign_keys[0]") && out.contains("k.pub"), "{out}");
+}
