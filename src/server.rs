@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -144,7 +143,6 @@ pub struct App {
     moved: moka::sync::Cache<(String, String, String), (Digest, i64)>,
     /// Pinned tags checked recently; an entry expires after the interval.
     revalidated: moka::sync::Cache<(String, String, String), ()>,
-    pub tag_moves_total: AtomicU64,
 }
 
 impl App {
@@ -158,7 +156,6 @@ impl App {
                 .max_capacity(100_000)
                 .time_to_live(every.max(std::time::Duration::from_millis(1)))
                 .build(),
-            tag_moves_total: AtomicU64::new(0),
         }
     }
 
@@ -200,7 +197,6 @@ impl App {
                 return; // already recorded this move
             }
             app.moved.insert(key, (seen.clone(), at));
-            app.tag_moves_total.fetch_add(1, Ordering::Relaxed);
             METRICS.tag_moves.get_or_create(&PolicyLabels { policy: pin.policy.clone() }).inc();
             tracing::warn!(
                 target: "sigmirror::decision",

@@ -230,3 +230,132 @@ fn containerd_fetches_a_notation_signed_image_and_not_a_badly_signed_one() {
     assert!(err.contains("403") || err.to_lowercase().contains("denied") || err.contains("forbidden"), "{err}");
     assert!(m.logs().contains("integrity validation failed"), "{}", m.logs());
 }
+
+/// A Notation signer for images no public vector covers (a real, unpackable
+/// image): ES256 JWS with a 2-certificate x5c chain, written in the layout
+/// the notation CLI uses (legacy signature manifest plus the referrers tag
+/// index). No Notation signer is available offline, so this one is ours; the
+/// notation CLI layouts above are the third-party evidence.
+mod sign {
+    use super::*;
+    use base64::Engine as _;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::pkcs8::DecodePrivateKey as _;
+
+    pub struct Pki {
+        pub ca_pem: String,
+        ca_der: Vec<u8>,
+        leaf_der: Vec<u8>,
+        key: p256::ecdsa::SigningKey,
+    }
+
+    fn dn(cn: &str) -> rcgen::DistinguishedName {
+        let mut d = rcgen::DistinguishedName::new();
+        d.push(rcgen::DnType::CountryName, "US");
+        d.push(rcgen::DnType::StateOrProvinceName, "WA");
+        d.push(rcgen::DnType::OrganizationName, "Acme Payments");
+        d.push(rcgen::DnType::CommonName, cn);
+        d
+    }
+
+    pub fn pki() -> Pki {
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca = rcgen::CertificateParams::default();
+        ca.distinguished_name = dn("Payments Root");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        ca.not_before = time::macros::datetime!(2024-01-01 00:00 UTC);
+        ca.not_after = time::macros::datetime!(2099-01-01 00:00 UTC);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf = rcgen::CertificateParams::default();
+        leaf.distinguished_name = dn("payments release signer");
+        leaf.is_ca = rcgen::IsCa::ExplicitNoCa;
+        leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        leaf.not_before = time::macros::datetime!(2024-01-01 00:00 UTC);
+        leaf.not_after = time::macros::datetime!(2098-01-01 00:00 UTC);
+        let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            ca_der: ca.der().to_vec(),
+            leaf_der: leaf.der().to_vec(),
+            key: p256::ecdsa::SigningKey::from_pkcs8_der(&leaf_key.serialize_der()).unwrap(),
+        }
+    }
+
+    /// Signs `image` and pushes envelope, signature manifest and referrers index.
+    pub fn sign_and_push(registry: &Registry, repo: &str, image: &Pushed, pki: &Pki) {
+        let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+        let protected = serde_json::json!({
+            "alg": "ES256",
+            "crit": ["io.cncf.notary.signingScheme"],
+            "cty": "application/vnd.cncf.notary.payload.v1+json",
+            "io.cncf.notary.signingScheme": "notary.x509",
+            "io.cncf.notary.signingTime": now,
+        });
+        let payload = serde_json::json!({
+            "targetArtifact": { "mediaType": image.media_type, "digest": image.digest, "size": image.size }
+        });
+        let (protected, payload) = (b64u(protected.to_string().as_bytes()), b64u(payload.to_string().as_bytes()));
+        let sig: p256::ecdsa::Signature = pki.key.sign(format!("{protected}.{payload}").as_bytes());
+        let std = base64::engine::general_purpose::STANDARD;
+        let envelope = serde_json::to_vec(&serde_json::json!({
+            "payload": payload, "protected": protected,
+            "header": { "x5c": [std.encode(&pki.leaf_der), std.encode(&pki.ca_der)] },
+            "signature": b64u(&sig.to_bytes()),
+        }))
+        .unwrap();
+        let env_digest = push_blob(&registry.host, repo, &envelope);
+        let empty = push_blob(&registry.host, repo, b"{}");
+        let sig_manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": { "mediaType": "application/vnd.cncf.notary.signature", "digest": empty, "size": 2 },
+            "layers": [{ "mediaType": "application/jose+json", "digest": env_digest, "size": envelope.len() }],
+            "subject": { "mediaType": image.media_type, "digest": image.digest, "size": image.size },
+        }))
+        .unwrap();
+        let sig_digest = push_raw_manifest(&registry.host, repo, &sha256_digest(&sig_manifest), OCI_MANIFEST, &sig_manifest);
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{ "mediaType": OCI_MANIFEST, "digest": sig_digest, "size": sig_manifest.len(),
+                            "artifactType": "application/vnd.cncf.notary.signature" }],
+        }))
+        .unwrap();
+        push_raw_manifest(&registry.host, repo, &image.digest.replace(':', "-"), OCI_INDEX, &index);
+    }
+}
+
+#[test]
+fn containerd_pulls_a_notation_signed_image_and_not_an_unsigned_one() {
+    let registry = Registry::start();
+    let pki = sign::pki();
+    let signed = push_image(&registry.host, "e2e/pay", "signed", "notation-ctr-signed");
+    sign::sign_and_push(&registry, "e2e/pay", &signed, &pki);
+    push_image(&registry.host, "e2e/pay", "unsigned", "notation-ctr-unsigned");
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = dir.path().join("truststore/x509/ca/payments");
+    fs::create_dir_all(&store).unwrap();
+    fs::write(store.join("root.pem"), &pki.ca_pem).unwrap();
+    let policy = serde_json::json!({ "version": "1.0", "trustPolicies": [{
+        "name": "payments", "registryScopes": ["registry.test/e2e/pay"],
+        "signatureVerification": { "level": "strict" }, "trustStores": ["ca:payments"],
+        "trustedIdentities": ["x509.subject: C=US, ST=WA, O=Acme Payments, CN=payments release signer"] }] });
+    fs::write(dir.path().join("trustpolicy.json"), policy.to_string()).unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[notation]\ntrust_policy = \"trustpolicy.json\"\n\
+         trust_store = \"truststore\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{}\"\ndefault = true\n\n\
+         [[policy]]\nname = \"payments\"\nscope = [\"registry.test/e2e/**\"]\nnotation = true\n",
+        registry.url()
+    );
+    let m = Sigmirror::start_in(dir, &config);
+    let containerd = Containerd::start();
+    let hosts = hosts_dir(NS, &m.addr);
+    containerd.pull("registry.test/e2e/pay:signed", hosts.path()).unwrap_or_else(|e| panic!("{e}\n{}", m.logs()));
+    assert_eq!(containerd.read_unpacked_file(&signed.file.0).unwrap(), signed.file.1);
+    let err = containerd.pull("registry.test/e2e/pay:unsigned", hosts.path()).expect_err("unsigned image was pulled");
+    assert!(err.contains("403") || err.to_lowercase().contains("denied"), "{err}");
+    assert!(m.logs().contains("no notation signature found"), "{}", m.logs());
+}
