@@ -52,11 +52,11 @@ fn vectors() -> PathBuf {
 /// `Checker` only reads the key file relative to the directory of the
 /// (nonexistent) config path it is given.
 fn authority() -> CosignAuthority {
-    let raw: RawPolicy = toml::from_str("name = \"bench\"\nscope = [\"*\"]\ncosign_keys = [\"cosign.pub\"]\n")
-        .expect("policy toml");
+    let raw: RawPolicy =
+        toml::from_str("name = \"bench\"\nscope = [\"*\"]\ncosign_keys = [\"cosign.pub\"]\n").expect("policy toml");
     let mut c = Checker::new(&vectors().join("sigmirror.toml"));
     let mut auths = CosignAuthority::from_policy(0, &raw, &mut c);
-    assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| &p.message).collect::<Vec<_>>());
+    assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     assert_eq!(auths.len(), 1);
     auths.remove(0)
 }

@@ -99,16 +99,13 @@ fn notation(c: &mut Criterion) {
     let mut g = c.benchmark_group("notation");
 
     let jws = read("ca_valid_sig_env.json");
-    let jws_verifier = verifier("valid-trust-store", "NotationTestRoot.pem", &read("truststore/ca/NotationTestRoot.pem"));
+    let jws_verifier =
+        verifier("valid-trust-store", "NotationTestRoot.pem", &read("truststore/ca/NotationTestRoot.pem"));
     let mock_digest: Digest = MOCK_DIGEST.parse().expect("digest");
     let jws_target = Target { registry_scope: SCOPE, digest: &mock_digest, media_type: DOCKER_V2, size: 528 };
     assert_verified_clean(&jws_verifier.verify(&jws_target, MEDIA_TYPE_JWS, &jws, NOW));
     g.bench_function("jws_ps384_2cert_chain", |b| {
-        b.iter(|| {
-            let o = jws_verifier.verify(black_box(&jws_target), MEDIA_TYPE_JWS, black_box(&jws), NOW);
-            debug_assert!(matches!(o, Outcome::Verified { .. }));
-            o
-        })
+        b.iter(|| jws_verifier.verify(black_box(&jws_target), MEDIA_TYPE_JWS, black_box(&jws), NOW))
     });
 
     let cose = read("cose_signature.sig");
@@ -121,11 +118,7 @@ fn notation(c: &mut Criterion) {
         Target { registry_scope: SCOPE, digest: &alpine_digest, media_type: OCI_MANIFEST, size: manifest.len() as u64 };
     assert_verified_clean(&cose_verifier.verify(&cose_target, MEDIA_TYPE_COSE, &cose, NOW));
     g.bench_function("cose_ps256_self_signed", |b| {
-        b.iter(|| {
-            let o = cose_verifier.verify(black_box(&cose_target), MEDIA_TYPE_COSE, black_box(&cose), NOW);
-            debug_assert!(matches!(o, Outcome::Verified { .. }));
-            o
-        })
+        b.iter(|| cose_verifier.verify(black_box(&cose_target), MEDIA_TYPE_COSE, black_box(&cose), NOW))
     });
 
     g.finish();

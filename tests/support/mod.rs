@@ -648,7 +648,7 @@ impl Sigmirror {
             }
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("sigmirror listening on http://") {
+                    if let Some(rest) = line.strip_prefix("sigmirror listening on http://").or_else(|| line.strip_prefix("sigmirror listening on https://")) {
                         break rest.trim().to_string();
                     }
                     seen.push(line);
