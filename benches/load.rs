@@ -14,7 +14,10 @@
 //!   steady state is the cached-verdict path.
 //!
 //! Workloads: GET manifest by digest (what containerd does after resolving),
-//! HEAD manifest by tag (the resolve), and GET of a 1 MiB blob.
+//! HEAD of an immutable tag (pinned: no upstream round trip in sigmirror),
+//! HEAD of a mutable tag (every peer but nginx asks upstream), and GET of a
+//! 1 MiB blob (sigmirror streams it from upstream, hashing; it has no blob
+//! cache yet).
 //! Ratios are printed against nginx from one run, because these 2-core
 //! machines are noisy; the load generator shares the cores with the servers.
 //!
@@ -58,6 +61,7 @@ fn main() {
     // The origin and the image every peer serves.
     let origin = Registry::start();
     let image = push_image(&origin.host, REPO, "v1", "bench");
+    push_raw_manifest(&origin.host, REPO, "latest", &image.media_type, &image.manifest);
     let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let big_digest = push_blob(&origin.host, REPO, &big);
 
@@ -68,7 +72,8 @@ fn main() {
     fs::write(dir.path().join("release.pub"), key.public_pem()).unwrap();
     let config = mirror_config(
         &origin.url(),
-        "[[policy]]\nname = \"bench\"\nscope = [\"registry.test/bench/**\"]\nmode = \"enforce\"\ncosign_keys = [\"release.pub\"]\n",
+        "[[policy]]\nname = \"bench\"\nscope = [\"registry.test/bench/**\"]\nmode = \"enforce\"\ncosign_keys = [\"release.pub\"]\n\
+         immutable_tags = [\"v*\"]\n",
     );
     let mirror = Sigmirror::start_in(dir, &config);
 
@@ -80,9 +85,10 @@ fn main() {
         Peer { name: "distribution proxy", base: format!("http://{}", proxy.addr), query: "" },
         Peer { name: "sigmirror", base: mirror.url(), query: "?ns=registry.test" },
     ];
-    let workloads: [(&str, &str, String); 3] = [
+    let workloads: [(&str, &str, String); 4] = [
         ("GET manifest by digest", "GET", format!("/v2/{REPO}/manifests/{}", image.digest)),
-        ("HEAD manifest by tag", "HEAD", format!("/v2/{REPO}/manifests/v1")),
+        ("HEAD immutable tag (pinned in sigmirror)", "HEAD", format!("/v2/{REPO}/manifests/v1")),
+        ("HEAD mutable tag (resolved upstream)", "HEAD", format!("/v2/{REPO}/manifests/latest")),
         ("GET 1 MiB blob", "GET", format!("/v2/{REPO}/blobs/{big_digest}")),
     ];
 
@@ -210,6 +216,7 @@ fn start_nginx(image: &Pushed, big_digest: &str, big: &[u8]) -> Server {
     fs::write(root.join("v2").join("index.html"), "{}").unwrap();
     fs::write(repo.join("manifests").join(&image.digest), &image.manifest).unwrap();
     fs::write(repo.join("manifests").join("v1"), &image.manifest).unwrap();
+    fs::write(repo.join("manifests").join("latest"), &image.manifest).unwrap();
     fs::write(repo.join("blobs").join(big_digest), big).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let conf = format!(
