@@ -8,10 +8,12 @@
 //!    configured upstream, or nothing is contacted.
 //! 3. **fetch manifest** (`upstream::UpstreamClient::manifest`): bounded,
 //!    hashed, and checked against the digest asked for.
-//! 4. **find signatures** (`policy::Policy::evaluate`): cosign `.sig` tags
-//!    and Notation referrers, fetched through the same upstream client.
-//! 5. **verify by policy** (`verify::cosign`, `verify::notation`,
-//!    `policy::combine`): a `Verdict` value, allow or deny with a reason.
+//! 4. **find signatures** (`policy::Policy::evaluate`): cosign `.sig` tags,
+//!    cosign v3 Sigstore bundle referrers, and Notation referrers, fetched
+//!    through the same upstream client.
+//! 5. **verify by policy** (`verify::cosign`, `verify::bundle`,
+//!    `verify::notation`, `policy::combine`): a `Verdict` value, allow or deny
+//!    with a reason.
 //! 6. **cache the verdict** (`cache::VerdictCache`): keyed by registry,
 //!    repository, digest and policy fingerprint; one verification per key.
 //! 7. **respond** (`server::serve_manifest`, `error::Error::into_response`):

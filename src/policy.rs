@@ -27,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 use crate::config::{Checker, Mode, OnTagMove, RawConfig, RawPolicy, Require};
 use crate::oci::{media, Digest, ManifestRef};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
+use crate::verify::bundle;
 use crate::verify::cosign::{self, CosignAuthority, SignatureLayer};
 use crate::verify::notation::{self, NotationVerifier};
 
@@ -39,8 +40,15 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 pub const MAX_NOTATION_SIGNATURES: usize = 16;
 /// A Notation envelope with a certificate chain and a timestamp is a few KiB.
 pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
+/// Sigstore bundle referrers (cosign format C) examined per image.
+pub const MAX_BUNDLE_REFERRERS: usize = 16;
 
 pub const NOTATION_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
+/// The `artifactType` of a cosign v3 signature referrer, and the media type of its one layer.
+pub const BUNDLE_ARTIFACT_TYPE: &str = bundle::BUNDLE_MEDIA_TYPE;
+/// The referrer annotation cosign copies the statement's predicateType into. Unsigned, so it is only
+/// used to skip attestations before fetching them; the signed statement is what counts.
+const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 pub const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
 /// The decision for one manifest under one policy.
@@ -76,6 +84,17 @@ impl Verdict {
 
 /// One authority's outcome; private to the combinator.
 type AuthorityResult = Result<String, String>;
+
+/// One piece of cosign evidence found for an image, in either format.
+enum CosignEvidence {
+    /// A layer of the `sha256-<hex>.sig` manifest (format A).
+    Layer(SignatureLayer),
+    /// A Sigstore bundle from a referrer manifest (format C).
+    Bundle(Vec<u8>),
+    /// Something that claimed to be a signature but could not be fetched or read: a reason every
+    /// authority reports, never a satisfied authority.
+    Unusable(String),
+}
 
 /// A validated policy.
 pub struct Policy {
@@ -311,20 +330,7 @@ impl Policy {
         }
         let mut results: Vec<AuthorityResult> = Vec::new();
         if !self.cosign.is_empty() {
-            match self.cosign_layers(up, subject).await? {
-                Ok(layers) => {
-                    let reference = self.expected_docker_reference(subject);
-                    let exp = cosign::Expectation {
-                        digest: &subject.manifest.digest,
-                        docker_reference: reference.as_deref(),
-                        now,
-                    };
-                    for auth in &self.cosign {
-                        results.push(check_cosign_authority(auth, &layers, &exp));
-                    }
-                }
-                Err(reason) => results.extend(self.cosign.iter().map(|a| Err(format!("{}: {reason}", a.describe())))),
-            }
+            results.extend(self.check_cosign(up, subject, now).await?);
         }
         if let Some(n) = &self.notation {
             results.push(self.check_notation(n, up, subject, now).await?);
@@ -349,29 +355,89 @@ impl Policy {
         }
     }
 
+    /// Every cosign authority's result. Format A (`.sig` tag) is looked at
+    /// first; Sigstore bundle referrers (format C) only when an authority is
+    /// left unsatisfied, so a signed image costs no extra upstream requests.
+    /// Either format verifying satisfies an authority.
+    async fn check_cosign(
+        &self,
+        up: &UpstreamClient,
+        subject: &Subject<'_>,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<AuthorityResult>, UpstreamError> {
+        let reference = self.expected_docker_reference(subject);
+        let exp = cosign::Expectation { digest: &subject.manifest.digest, docker_reference: reference.as_deref(), now };
+        let mut absent = Vec::new();
+        let mut found = false;
+        let mut outcomes: Vec<Result<String, Vec<String>>> = match self.cosign_layers(up, subject).await? {
+            Ok(layers) => {
+                found = true;
+                self.cosign.iter().map(|a| check_cosign_authority(a, &layers, &exp)).collect()
+            }
+            Err(note) => {
+                absent.push(note);
+                self.cosign.iter().map(|_| Err(Vec::new())).collect()
+            }
+        };
+        if outcomes.iter().any(Result::is_err) {
+            match self.cosign_bundles(up, subject).await? {
+                Ok(bundles) => {
+                    found = true;
+                    for (auth, outcome) in self.cosign.iter().zip(outcomes.iter_mut()) {
+                        if let Err(reasons) = outcome {
+                            match check_cosign_authority(auth, &bundles, &exp) {
+                                Ok(by) => *outcome = Ok(by),
+                                Err(more) => reasons.extend(more),
+                            }
+                        }
+                    }
+                }
+                Err(note) => absent.push(note),
+            }
+        }
+        if !found {
+            let reason = format!("no cosign signature found ({})", absent.join("; "));
+            return Ok(self.cosign.iter().map(|a| Err(format!("{}: {reason}", a.describe()))).collect());
+        }
+        Ok(self
+            .cosign
+            .iter()
+            .zip(outcomes)
+            .map(|(a, o)| o.map_err(|reasons| format!("{}: {}", a.describe(), summarize(&reasons))))
+            .collect())
+    }
+
+    /// The repository cosign signatures live in: `signature_repository`
+    /// (cosign's `COSIGN_REPOSITORY`) or the image's own.
+    fn signature_repo<'a>(&'a self, subject: &Subject<'a>) -> &'a str {
+        self.signature_repository.as_deref().unwrap_or(subject.repo)
+    }
+
     /// Fetches the cosign signature layers (format A: tag `sha256-<hex>.sig`).
-    /// The inner `Err` is a denial reason (no signatures, malformed manifest);
-    /// the outer one an upstream failure.
+    /// The inner `Err` says why there is nothing to verify (for the "no cosign
+    /// signature found" reason); a malformed manifest is `Unusable` evidence;
+    /// the outer `Err` is an upstream failure.
     async fn cosign_layers(
         &self,
         up: &UpstreamClient,
         subject: &Subject<'_>,
-    ) -> Result<Result<Vec<SignatureLayer>, String>, UpstreamError> {
-        let sig_repo = self.signature_repository.as_deref().unwrap_or(subject.repo);
+    ) -> Result<Result<Vec<CosignEvidence>, String>, UpstreamError> {
+        let unusable = |reason: String| Ok(Ok(vec![CosignEvidence::Unusable(reason)]));
+        let sig_repo = self.signature_repo(subject);
         let tag = ManifestRef::Tag(subject.manifest.digest.cosign_signature_tag());
         let accept = format!("{},{}", media::OCI_MANIFEST, media::DOCKER_MANIFEST);
         let Some(m) = up.optional_manifest(sig_repo, &tag, &accept).await? else {
-            return Ok(Err(format!("no cosign signature found (no tag {tag} in {sig_repo})")));
+            return Ok(Err(format!("no tag {tag} in {sig_repo}")));
         };
         let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
             Ok(p) => p,
-            Err(e) => return Ok(Err(format!("signature manifest {tag} is malformed: {e}"))),
+            Err(e) => return unusable(format!("signature manifest {tag} is malformed: {e}")),
         };
         if parsed.layers.len() > MAX_SIGNATURE_LAYERS {
-            return Ok(Err(format!(
+            return unusable(format!(
                 "signature manifest {tag} has {} layers, more than the {MAX_SIGNATURE_LAYERS} sigmirror examines",
                 parsed.layers.len()
-            )));
+            ));
         }
         let mut layers = Vec::new();
         for l in parsed.layers {
@@ -379,38 +445,75 @@ impl Policy {
                 continue;
             }
             let Ok(digest) = l.digest.parse::<Digest>() else {
-                return Ok(Err(format!("signature layer digest {:?} is invalid", l.digest)));
+                return unusable(format!("signature layer digest {:?} is invalid", l.digest));
             };
             if l.size > MAX_PAYLOAD_BYTES as u64 {
-                return Ok(Err(format!(
+                return unusable(format!(
                     "signature payload {digest} is {} bytes, more than {MAX_PAYLOAD_BYTES}",
                     l.size
-                )));
+                ));
             }
             let payload = match up.small_blob(sig_repo, &digest, MAX_PAYLOAD_BYTES).await {
                 Ok(p) => p,
                 // A payload whose bytes do not hash to its descriptor is a
                 // tampered signature, not an outage.
                 Err(UpstreamError::DigestMismatch { .. }) => {
-                    return Ok(Err(format!("payload digest mismatch for {digest}")))
+                    return unusable(format!("payload digest mismatch for {digest}"))
                 }
                 Err(UpstreamError::NotFound) => {
-                    return Ok(Err(format!("signature payload {digest} is missing upstream")))
+                    return unusable(format!("signature payload {digest} is missing upstream"))
                 }
                 Err(e) => return Err(e),
             };
-            layers.push(SignatureLayer {
+            layers.push(CosignEvidence::Layer(SignatureLayer {
                 media_type: l.media_type,
                 payload: payload.to_vec(),
                 annotations: l.annotations.unwrap_or_default(),
-            });
+            }));
         }
         if layers.is_empty() {
-            return Ok(Err(format!(
-                "no cosign signature found (signature manifest {tag} has no simple-signing layer)"
-            )));
+            return Ok(Err(format!("signature manifest {tag} has no simple-signing layer")));
         }
         Ok(Ok(layers))
+    }
+
+    /// Fetches the Sigstore bundles attached to the image as referrers
+    /// (format C, cosign v3): the referrers API, or the `sha256-<hex>` tag
+    /// index. Same shape as [`Policy::cosign_layers`].
+    async fn cosign_bundles(
+        &self,
+        up: &UpstreamClient,
+        subject: &Subject<'_>,
+    ) -> Result<Result<Vec<CosignEvidence>, String>, UpstreamError> {
+        let repo = self.signature_repo(subject);
+        let digest = &subject.manifest.digest;
+        let descriptors = match referrers(up, repo, digest, BUNDLE_ARTIFACT_TYPE, false).await? {
+            Ok(d) => d,
+            Err(reason) => return Ok(Ok(vec![CosignEvidence::Unusable(reason)])),
+        };
+        let mut attestations = 0;
+        let mut evidence = Vec::new();
+        for d in descriptors {
+            let predicate = d.annotations.as_ref().and_then(|a| a.get(BUNDLE_PREDICATE_ANNOTATION));
+            if predicate.is_some_and(|p| p != bundle::COSIGN_SIGN_PREDICATE) {
+                attestations += 1;
+                continue;
+            }
+            if evidence.len() == MAX_BUNDLE_REFERRERS {
+                break;
+            }
+            evidence.push(match bundle_referrer(up, repo, &d, digest).await? {
+                Ok(json) => CosignEvidence::Bundle(json),
+                Err(reason) => CosignEvidence::Unusable(format!("sigstore bundle: {reason}")),
+            });
+        }
+        if evidence.is_empty() {
+            return Ok(Err(match attestations {
+                0 => "no sigstore bundle referrer".to_string(),
+                n => format!("no sigstore bundle referrer but {n} attestation bundle(s)"),
+            }));
+        }
+        Ok(Ok(evidence))
     }
 
     async fn check_notation(
@@ -421,7 +524,8 @@ impl Policy {
         now: time::OffsetDateTime,
     ) -> Result<AuthorityResult, UpstreamError> {
         let digest = &subject.manifest.digest;
-        let descriptors = match notation_referrers(up, subject.repo, digest).await? {
+        let descriptors = match referrers(up, subject.repo, digest, NOTATION_ARTIFACT_TYPE, true).await? {
+            Ok(d) if d.is_empty() => return Ok(Err("notation: no notation signature found".into())),
             Ok(d) => d,
             Err(reason) => return Ok(Err(format!("notation: {reason}"))),
         };
@@ -459,20 +563,28 @@ impl Policy {
     }
 }
 
-/// Runs every layer against one authority: one verified layer satisfies it.
+/// Runs evidence against one authority: one verified layer or bundle
+/// satisfies it. Otherwise the reasons, one per piece of evidence.
 fn check_cosign_authority(
     auth: &CosignAuthority,
-    layers: &[SignatureLayer],
+    evidence: &[CosignEvidence],
     exp: &cosign::Expectation<'_>,
-) -> AuthorityResult {
+) -> Result<String, Vec<String>> {
     let mut reasons = Vec::new();
-    for layer in layers {
-        match cosign::verify_layer(auth, layer, exp) {
-            Ok(()) => return Ok(format!("cosign {}", auth.describe())),
-            Err(r) => reasons.push(r),
+    for e in evidence {
+        match e {
+            CosignEvidence::Layer(layer) => match cosign::verify_layer(auth, layer, exp) {
+                Ok(()) => return Ok(format!("cosign {}", auth.describe())),
+                Err(r) => reasons.push(r),
+            },
+            CosignEvidence::Bundle(json) => match bundle::verify_bundle(auth, json, exp) {
+                Ok(()) => return Ok(format!("cosign {} (sigstore bundle)", auth.describe())),
+                Err(r) => reasons.push(format!("sigstore bundle: {r}")),
+            },
+            CosignEvidence::Unusable(r) => reasons.push(r.clone()),
         }
     }
-    Err(format!("{}: {}", auth.describe(), summarize(&reasons)))
+    Err(reasons)
 }
 
 /// The any/all combinator over per-authority results.
@@ -537,36 +649,89 @@ pub struct ImageIndex {
     pub manifests: Vec<Descriptor>,
 }
 
-/// Lists Notation signature manifests of `digest`: the referrers API, or the
-/// `sha256-<hex>` tag index when the registry has no referrers API.
-async fn notation_referrers(
+/// Lists the referrers of `digest` with `artifact_type`: the referrers API,
+/// or the `sha256-<hex>` tag index when the registry has no referrers API.
+/// Empty when there are none; the inner `Err` is a malformed index.
+///
+/// Neither the tag index nor a registry that ignores the filter is filtered,
+/// so the list is filtered here. With `keep_untyped`, entries without an
+/// `artifactType` are kept for the caller to check after fetching (old
+/// notation writes the type only as the config media type).
+async fn referrers(
     up: &UpstreamClient,
     repo: &str,
     digest: &Digest,
+    artifact_type: &str,
+    keep_untyped: bool,
 ) -> Result<Result<Vec<Descriptor>, String>, UpstreamError> {
-    let body = match up.referrers(repo, digest, Some(NOTATION_ARTIFACT_TYPE)).await? {
+    let body = match up.referrers(repo, digest, Some(artifact_type)).await? {
         Some(b) => b,
         None => match up.optional_manifest(repo, &ManifestRef::Tag(digest.referrers_tag()), media::OCI_INDEX).await? {
             Some(m) => m.bytes,
-            None => return Ok(Err("no notation signature found".into())),
+            None => return Ok(Ok(Vec::new())),
         },
     };
     let index: ImageIndex = match serde_json::from_slice(&body) {
         Ok(i) => i,
         Err(e) => return Ok(Err(format!("referrers index is malformed: {e}"))),
     };
-    // The tag index is not filtered by the registry; old notation writes the
-    // type only as the config media type, which registries copy into
-    // artifactType. Entries without a type are checked after fetching.
-    let list: Vec<Descriptor> = index
+    Ok(Ok(index
         .manifests
         .into_iter()
-        .filter(|d| d.artifact_type.as_deref().is_none_or(|t| t == NOTATION_ARTIFACT_TYPE))
-        .collect();
-    if list.is_empty() {
-        return Ok(Err("no notation signature found".into()));
+        .filter(|d| match d.artifact_type.as_deref() {
+            Some(t) => t == artifact_type,
+            None => keep_untyped,
+        })
+        .collect()))
+}
+
+/// Fetches one bundle referrer manifest and its bundle blob, checking that it
+/// is a Sigstore bundle whose subject is `digest`. The `Err` is a reason.
+async fn bundle_referrer(
+    up: &UpstreamClient,
+    repo: &str,
+    d: &Descriptor,
+    digest: &Digest,
+) -> Result<Result<Vec<u8>, String>, UpstreamError> {
+    let Ok(ref_digest) = d.digest.parse::<Digest>() else {
+        return Ok(Err(format!("referrer digest {:?} is invalid", d.digest)));
+    };
+    let Some(m) = up.optional_manifest(repo, &ManifestRef::Digest(ref_digest.clone()), media::OCI_MANIFEST).await?
+    else {
+        return Ok(Err(format!("referrer manifest {ref_digest} is missing")));
+    };
+    let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(format!("referrer manifest {ref_digest} is malformed: {e}"))),
+    };
+    if parsed.artifact_type.as_deref() != Some(BUNDLE_ARTIFACT_TYPE) {
+        return Ok(Err(format!("referrer {ref_digest} is not a sigstore bundle")));
     }
-    Ok(Ok(list))
+    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
+        return Ok(Err(format!("referrer manifest {ref_digest} has another subject")));
+    }
+    let [layer] = parsed.layers.as_slice() else {
+        return Ok(Err(format!("referrer manifest {ref_digest} must have exactly one layer")));
+    };
+    if !layer.media_type.starts_with("application/vnd.dev.sigstore.bundle") {
+        return Ok(Err(format!(
+            "referrer manifest {ref_digest} layer is {}, not a bundle",
+            crate::verify::keys::truncate(&layer.media_type, 100)
+        )));
+    }
+    let Ok(blob_digest) = layer.digest.parse::<Digest>() else {
+        return Ok(Err(format!("bundle digest {:?} is invalid", layer.digest)));
+    };
+    if layer.size > bundle::MAX_BUNDLE_BYTES as u64 {
+        return Ok(Err(format!("bundle is {} bytes, more than {}", layer.size, bundle::MAX_BUNDLE_BYTES)));
+    }
+    match up.small_blob(repo, &blob_digest, bundle::MAX_BUNDLE_BYTES).await {
+        Ok(b) => Ok(Ok(b.to_vec())),
+        // Bytes that do not hash to their descriptor are tampering, not an outage.
+        Err(UpstreamError::DigestMismatch { .. }) => Ok(Err(format!("bundle digest mismatch for {blob_digest}"))),
+        Err(UpstreamError::NotFound) => Ok(Err(format!("bundle {blob_digest} is missing upstream"))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Fetches one Notation signature manifest and its envelope blob, checking

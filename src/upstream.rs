@@ -316,7 +316,8 @@ impl UpstreamClient {
     ) -> Result<Option<Bytes>, UpstreamError> {
         self.count("referrers");
         let path = match artifact_type {
-            Some(t) => format!("{repo}/referrers/{digest}?artifactType={t}"),
+            // `+` (as in `…bundle.v0.3+json`) would reach the registry as a space.
+            Some(t) => format!("{repo}/referrers/{digest}?artifactType={}", query_escape(t)),
             None => format!("{repo}/referrers/{digest}"),
         };
         let resp = self
@@ -330,6 +331,19 @@ impl UpstreamClient {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Percent-encodes a query value: everything but RFC 3986 unreserved characters and `/`.
+fn query_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn ca_ders(cfg: &config::Upstream) -> Vec<Vec<u8>> {
@@ -407,5 +421,20 @@ fn redact(url: &str) -> String {
             format!("{scheme}://…@{rest}")
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrer_artifact_types_are_percent_encoded_so_plus_survives() {
+        assert_eq!(
+            query_escape("application/vnd.dev.sigstore.bundle.v0.3+json"),
+            "application/vnd.dev.sigstore.bundle.v0.3%2Bjson"
+        );
+        assert_eq!(query_escape("application/vnd.cncf.notary.signature"), "application/vnd.cncf.notary.signature");
+        assert_eq!(query_escape("a b;c=d&e"), "a%20b%3Bc%3Dd%26e");
     }
 }

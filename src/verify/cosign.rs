@@ -486,7 +486,7 @@ pub fn verify_layer(auth: &CosignAuthority, layer: &SignatureLayer, exp: &Expect
                 rekor::verify_cosign_bundle_for(bundle, rekor, payload, &sig, Some(Signer::Key(key)))?;
             }
         }
-        CosignAuthority::Certificate { trust_name, roots, intermediates, identity, issuer, rekor } => {
+        CosignAuthority::Certificate { rekor, .. } => {
             let (leaf, chain) = signature_certificates(&layer.annotations)?;
             let key = leaf.public_key()?;
             key.verify_cosign(payload, &sig).map_err(|e| {
@@ -506,37 +506,51 @@ pub fn verify_layer(auth: &CosignAuthority, layer: &SignatureLayer, exp: &Expect
                     rekor::verify_cosign_bundle_for(bundle, rekor, payload, &sig, Some(Signer::Certificate(&leaf)))?;
                 OffsetDateTime::from_unix_timestamp(t).map_err(|_| "Rekor integratedTime is out of range")?
             };
-            // Intermediates from the signature are untrusted helpers; self-signed ones are dropped
-            // so a signer cannot bring its own root.
-            let mut pool: Vec<Certificate> = intermediates.clone();
-            pool.extend(chain.into_iter().filter(|c| !c.is_self_issued()));
-            let opts = ChainOptions { at, require_code_signing_eku: true, roots_name: trust_name.clone() };
-            x509::validate_chain(&leaf, &pool, roots, &opts)?;
-            let sans = x509::san_identities(&leaf);
-            if !sans.iter().any(|s| identity.matches(s)) {
-                return Err(if sans.is_empty() {
-                    format!("certificate has no email or URI identity; expected {}", identity.describe())
-                } else {
-                    let shown: Vec<String> = sans.iter().take(4).map(|s| truncate(s, 100)).collect();
-                    format!("certificate identity {} does not match {}", shown.join(", "), identity.describe())
-                });
-            }
-            if let Some(want) = issuer {
-                match x509::fulcio_issuer(&leaf) {
-                    None => {
-                        return Err(format!(
-                            "certificate has no (or a contradictory) OIDC issuer extension; expected {want}"
-                        ))
-                    }
-                    Some(got) if &got != want => {
-                        return Err(format!("certificate issuer {} does not match {want}", truncate(&got, 100)))
-                    }
-                    Some(_) => {}
-                }
-            }
+            check_certificate(auth, &leaf, chain, at)?;
         }
     }
     check_payload(payload, exp)
+}
+
+/// What a certificate authority requires of a signing certificate, whatever the signature format:
+/// a path to its roots valid at `at` (the proven signing time, or now), the code-signing usage, the
+/// identity and the issuer. `chain` holds the certificates the signature brought along.
+pub(crate) fn check_certificate(
+    auth: &CosignAuthority,
+    leaf: &Certificate,
+    chain: Vec<Certificate>,
+    at: OffsetDateTime,
+) -> Result<(), String> {
+    let CosignAuthority::Certificate { trust_name, roots, intermediates, identity, issuer, .. } = auth else {
+        return Err(format!("{} does not trust certificates", auth.describe()));
+    };
+    // Intermediates from the signature are untrusted helpers; self-signed ones are dropped so a
+    // signer cannot bring its own root.
+    let mut pool: Vec<Certificate> = intermediates.clone();
+    pool.extend(chain.into_iter().filter(|c| !c.is_self_issued()));
+    let opts = ChainOptions { at, require_code_signing_eku: true, roots_name: trust_name.clone() };
+    x509::validate_chain(leaf, &pool, roots, &opts)?;
+    let sans = x509::san_identities(leaf);
+    if !sans.iter().any(|s| identity.matches(s)) {
+        return Err(if sans.is_empty() {
+            format!("certificate has no email or URI identity; expected {}", identity.describe())
+        } else {
+            let shown: Vec<String> = sans.iter().take(4).map(|s| truncate(s, 100)).collect();
+            format!("certificate identity {} does not match {}", shown.join(", "), identity.describe())
+        });
+    }
+    if let Some(want) = issuer {
+        match x509::fulcio_issuer(leaf) {
+            None => {
+                return Err(format!("certificate has no (or a contradictory) OIDC issuer extension; expected {want}"))
+            }
+            Some(got) if &got != want => {
+                return Err(format!("certificate issuer {} does not match {want}", truncate(&got, 100)))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn decode_signature(annotations: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {

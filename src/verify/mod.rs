@@ -4,6 +4,7 @@
 //! bytes in, so every verifier can be tested with fixed vectors and a fixed
 //! "now".
 
+pub mod bundle;
 pub mod cosign;
 pub mod keys;
 pub mod notation;

@@ -5,6 +5,11 @@
 //! A verified SET proves the log saw this signature at `integratedTime`, which is what makes a
 //! 10-minute Fulcio certificate checkable later. No inclusion proof is checked: the bundle does not
 //! carry one in format A, and cosign's offline mode does not check one either.
+//!
+//! Sigstore bundles (format C, `verify::bundle`) carry their log entries as `tlogEntries`
+//! ([`TlogEntry`]): the same SET over the same canonical JSON, plus an RFC 6962 inclusion proof and
+//! a signed checkpoint, which [`verify_tlog_entry`] checks too; [`check_dsse_body`] binds a `dsse`
+//! entry to the envelope being verified.
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -264,6 +269,344 @@ fn check_signer(pem: &[u8], signer: Signer<'_>) -> Result<(), String> {
 
 pub(crate) fn strip_whitespace(s: &str) -> String {
     s.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+}
+
+// ---- Sigstore bundle log entries (`verificationMaterial.tlogEntries[]`) ----
+
+/// Log entries (and their bodies) in a bundle are a few KiB; the body embeds a certificate.
+const MAX_ENTRY_BODY_BYTES: usize = 256 << 10;
+/// A Merkle audit path for a tree of 2^64 leaves has 64 hashes.
+const MAX_PROOF_HASHES: usize = 64;
+/// A checkpoint is a few lines and a signature or two (witnesses add more).
+const MAX_CHECKPOINT_BYTES: usize = 16 << 10;
+const MAX_CHECKPOINT_SIGNATURES: usize = 16;
+
+/// One `tlogEntries[]` element of a Sigstore bundle (protobuf-specs `TransparencyLogEntry`, in its
+/// protojson form: camelCase, int64 as strings, bytes as standard base64).
+#[derive(Deserialize, Clone, Debug)]
+pub struct TlogEntry {
+    #[serde(rename = "logIndex", deserialize_with = "de_int64")]
+    log_index: i64,
+    #[serde(rename = "logId")]
+    log_id: TlogLogId,
+    #[serde(rename = "kindVersion")]
+    kind_version: TlogKindVersion,
+    #[serde(rename = "integratedTime", default, deserialize_with = "de_int64")]
+    integrated_time: i64,
+    #[serde(rename = "inclusionPromise")]
+    inclusion_promise: Option<TlogPromise>,
+    #[serde(rename = "inclusionProof")]
+    inclusion_proof: Option<TlogProof>,
+    #[serde(rename = "canonicalizedBody")]
+    canonicalized_body: String,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+struct TlogLogId {
+    #[serde(rename = "keyId")]
+    key_id: String,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+struct TlogKindVersion {
+    kind: String,
+    version: String,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+struct TlogPromise {
+    #[serde(rename = "signedEntryTimestamp")]
+    signed_entry_timestamp: String,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+struct TlogProof {
+    #[serde(rename = "logIndex", deserialize_with = "de_int64")]
+    log_index: i64,
+    #[serde(rename = "rootHash")]
+    root_hash: String,
+    #[serde(rename = "treeSize", deserialize_with = "de_int64")]
+    tree_size: i64,
+    #[serde(default)]
+    hashes: Vec<String>,
+    checkpoint: Option<TlogCheckpoint>,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+struct TlogCheckpoint {
+    envelope: String,
+}
+
+/// protojson writes int64 as a string but accepts a number; so do we.
+fn de_int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int {
+        Number(i64),
+        Text(String),
+    }
+    match Int::deserialize(d)? {
+        Int::Number(n) => Ok(n),
+        Int::Text(s) => {
+            s.parse().map_err(|_| serde::de::Error::custom(format!("{:?} is not an integer", truncate(&s, 32))))
+        }
+    }
+}
+
+/// What a verified log entry proves: the log recorded `body` at `integrated_time`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedEntry {
+    /// Unix seconds, covered by the SET.
+    pub integrated_time: i64,
+    /// The canonicalized entry body (JSON), covered by the SET and the inclusion proof.
+    pub body: Vec<u8>,
+    /// `kindVersion` as the bundle states it; the caller compares it with the body.
+    pub kind: String,
+    pub version: String,
+}
+
+/// Verifies one bundle log entry offline against the trusted log keys:
+///
+/// 1. the log is one of `keys` (by `logId.keyId`, the sha256 of the key's DER);
+/// 2. the SET (`inclusionPromise`) is that key's signature over the canonical JSON of body,
+///    integratedTime, logID and logIndex, exactly as for format A bundles, and the time lies in
+///    the key's validity window. Entries without a SET (Rekor v2) are refused: their time would
+///    have to come from an RFC 3161 timestamp, which sigmirror does not verify;
+/// 3. the inclusion proof, when present (required with `require_proof`), leads from
+///    sha256(0x00 || body) to `rootHash` by the RFC 9162 audit-path algorithm;
+/// 4. its checkpoint, when present, is a signed note by the same key naming that root and size.
+pub fn verify_tlog_entry(entry: &TlogEntry, keys: &[RekorKey], require_proof: bool) -> Result<LoggedEntry, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let log_id =
+        b64.decode(strip_whitespace(&entry.log_id.key_id)).map_err(|_| "tlog entry logId.keyId is not valid base64")?;
+    let log_id = hex::encode(log_id);
+    let key = keys
+        .iter()
+        .find(|k| k.log_id.eq_ignore_ascii_case(&log_id))
+        .ok_or_else(|| format!("tlog entry is from log {}, which is not a trusted Rekor key", truncate(&log_id, 64)))?;
+    if entry.canonicalized_body.len() > MAX_ENTRY_BODY_BYTES * 4 / 3 + 4 {
+        return Err(format!("tlog entry body is more than the {MAX_ENTRY_BODY_BYTES} bytes allowed"));
+    }
+    let body = b64
+        .decode(strip_whitespace(&entry.canonicalized_body))
+        .map_err(|_| "tlog entry canonicalizedBody is not valid base64")?;
+
+    let promise = entry.inclusion_promise.as_ref().ok_or(
+        "tlog entry has no inclusionPromise (SET); entries without one (Rekor v2) need an RFC 3161 \
+         timestamp, which sigmirror does not verify",
+    )?;
+    let set = b64
+        .decode(strip_whitespace(&promise.signed_entry_timestamp))
+        .map_err(|_| "Rekor SignedEntryTimestamp is not valid base64")?;
+    // The SET covers the body as Rekor's API returns it: standard base64 of the same bytes.
+    let signed = BundlePayload {
+        body: b64.encode(&body),
+        integrated_time: entry.integrated_time,
+        log_index: entry.log_index,
+        log_id: log_id.clone(),
+    };
+    key.key
+        .verify_cosign(&canonical_payload(&signed), &set)
+        .map_err(|_| format!("Rekor SignedEntryTimestamp does not verify with {}", key.name))?;
+    let when = OffsetDateTime::from_unix_timestamp(entry.integrated_time)
+        .map_err(|_| format!("Rekor integratedTime {} is out of range", entry.integrated_time))?;
+    if key.valid_from.is_some_and(|f| when < f) || key.valid_until.is_some_and(|u| when > u) {
+        return Err(format!("Rekor entry time {} is outside the validity of {}", format_time(when), key.name));
+    }
+
+    match &entry.inclusion_proof {
+        Some(proof) => check_inclusion_proof(proof, &body, key)?,
+        None if require_proof => return Err("tlog entry has no inclusionProof (required since bundle v0.2)".into()),
+        None => {}
+    }
+    Ok(LoggedEntry {
+        integrated_time: entry.integrated_time,
+        body,
+        kind: entry.kind_version.kind.clone(),
+        version: entry.kind_version.version.clone(),
+    })
+}
+
+fn decode_hash(s: &str, what: &str) -> Result<[u8; 32], String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(strip_whitespace(s))
+        .map_err(|_| format!("tlog inclusion proof {what} is not valid base64"))?;
+    raw.try_into().map_err(|_| format!("tlog inclusion proof {what} is not a sha256 hash"))
+}
+
+fn check_inclusion_proof(proof: &TlogProof, body: &[u8], key: &RekorKey) -> Result<(), String> {
+    if proof.hashes.len() > MAX_PROOF_HASHES {
+        return Err(format!("tlog inclusion proof has {} hashes, more than {MAX_PROOF_HASHES}", proof.hashes.len()));
+    }
+    let (Ok(index), Ok(size)) = (u64::try_from(proof.log_index), u64::try_from(proof.tree_size)) else {
+        return Err("tlog inclusion proof has a negative logIndex or treeSize".into());
+    };
+    let root = decode_hash(&proof.root_hash, "rootHash")?;
+    let path = proof.hashes.iter().map(|h| decode_hash(h, "hash")).collect::<Result<Vec<_>, _>>()?;
+    let leaf = merkle_leaf(body);
+    if merkle_root(index, size, leaf, &path) != Some(root) {
+        return Err("tlog inclusion proof does not lead to its rootHash".into());
+    }
+    if let Some(cp) = &proof.checkpoint {
+        check_checkpoint(&cp.envelope, size, &root, key)?;
+    }
+    Ok(())
+}
+
+/// RFC 6962 leaf hash.
+pub(crate) fn merkle_leaf(data: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// RFC 6962 interior node hash.
+pub(crate) fn merkle_node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// The root an audit path leads to (RFC 9162 §2.1.3.2), or `None` when the path does not fit a
+/// tree of `size` leaves.
+pub(crate) fn merkle_root(index: u64, size: u64, leaf: [u8; 32], path: &[[u8; 32]]) -> Option<[u8; 32]> {
+    if index >= size {
+        return None;
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = leaf;
+    for p in path {
+        if s == 0 {
+            return None;
+        }
+        if f & 1 == 1 || f == s {
+            r = merkle_node(p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = merkle_node(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    (s == 0).then_some(r)
+}
+
+/// Checks a checkpoint (a signed note): `<origin>\n<size>\n<b64 root>\n[extensions]\n\n` followed
+/// by signature lines `— <name> <b64(key hint[4] || DER signature)>`. One signature whose hint is
+/// the first four bytes of the log ID must verify with the log key over the note text, and the note
+/// must name the proof's tree size and root.
+fn check_checkpoint(envelope: &str, size: u64, root: &[u8; 32], key: &RekorKey) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if envelope.len() > MAX_CHECKPOINT_BYTES {
+        return Err(format!("tlog checkpoint is more than {MAX_CHECKPOINT_BYTES} bytes"));
+    }
+    let (text, signatures) = envelope.split_once("\n\n").ok_or("tlog checkpoint is not a signed note")?;
+    let text = format!("{text}\n");
+    let mut lines = text.lines();
+    let (Some(_origin), Some(note_size), Some(note_root)) = (lines.next(), lines.next(), lines.next()) else {
+        return Err("tlog checkpoint has fewer than three lines".into());
+    };
+    let hint = hex::decode(&key.log_id).unwrap_or_default();
+    let mut verified = false;
+    for line in signatures.lines().filter(|l| !l.is_empty()).take(MAX_CHECKPOINT_SIGNATURES) {
+        let Some((_, sig)) = line.strip_prefix("\u{2014} ").and_then(|l| l.rsplit_once(' ')) else {
+            return Err("tlog checkpoint has a malformed signature line".into());
+        };
+        let Ok(sig) = b64.decode(sig) else {
+            return Err("tlog checkpoint signature is not valid base64".into());
+        };
+        if sig.len() > 4
+            && hint.len() >= 4
+            && sig[..4] == hint[..4]
+            && key.key.verify_cosign(text.as_bytes(), &sig[4..]).is_ok()
+        {
+            verified = true;
+            break;
+        }
+    }
+    if !verified {
+        return Err(format!("tlog checkpoint signature does not verify with {}", key.name));
+    }
+    if note_size.parse::<u64>().ok() != Some(size) {
+        return Err(format!("tlog checkpoint is for tree size {}, not the proof's {size}", truncate(note_size, 24)));
+    }
+    if b64.decode(note_root).ok().as_deref() != Some(&root[..]) {
+        return Err("tlog checkpoint names another root hash than the inclusion proof".into());
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct DsseEntry {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    spec: DsseSpec,
+}
+
+#[derive(Deserialize)]
+struct DsseSpec {
+    #[serde(rename = "payloadHash")]
+    payload_hash: Option<EntryHash>,
+    #[serde(default)]
+    signatures: Vec<DsseEntrySignature>,
+}
+
+#[derive(Deserialize)]
+struct DsseEntrySignature {
+    signature: String,
+    verifier: String,
+}
+
+/// Binds a verified `dsse` 0.0.1 entry to a DSSE envelope: the body must be the kind the bundle
+/// says, record sha256 of the (decoded) payload, and list `signature` with a verifier that is the
+/// same certificate or key as `signer`. The envelope hash is not compared: it depends on how the
+/// signer serialized the envelope, which a bundle does not preserve.
+pub fn check_dsse_body(
+    logged: &LoggedEntry,
+    payload: &[u8],
+    signature: &[u8],
+    signer: Signer<'_>,
+) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let entry: DsseEntry =
+        serde_json::from_slice(&logged.body).map_err(|e| format!("Rekor entry body is malformed: {e}"))?;
+    if entry.kind != "dsse" || entry.api_version != "0.0.1" {
+        return Err(format!(
+            "Rekor entry is a {} {} entry, not a dsse 0.0.1 entry",
+            truncate(&entry.kind, 32),
+            truncate(&entry.api_version, 16)
+        ));
+    }
+    if logged.kind != entry.kind || logged.version != entry.api_version {
+        return Err(format!(
+            "tlog entry kindVersion {} {} does not match its body",
+            truncate(&logged.kind, 32),
+            truncate(&logged.version, 16)
+        ));
+    }
+    let hash = entry.spec.payload_hash.ok_or("Rekor entry records no payload hash")?;
+    if hash.algorithm != "sha256" {
+        return Err(format!("Rekor entry hash algorithm {} is not sha256", truncate(&hash.algorithm, 16)));
+    }
+    if !hash.value.eq_ignore_ascii_case(&hex::encode(Sha256::digest(payload))) {
+        return Err("Rekor entry is for another payload (payload hash mismatch)".into());
+    }
+    let logged_sig = entry
+        .spec
+        .signatures
+        .iter()
+        .take(16)
+        .find(|s| b64.decode(strip_whitespace(&s.signature)).is_ok_and(|d| d == signature))
+        .ok_or("Rekor entry records a different signature")?;
+    let pem = b64.decode(strip_whitespace(&logged_sig.verifier)).map_err(|_| "Rekor entry key is not valid base64")?;
+    check_signer(&pem, signer)
 }
 
 #[cfg(test)]

@@ -402,8 +402,8 @@ pub fn tar_one_file(name: &str, contents: &[u8]) -> Vec<u8> {
     let mut out = h.to_vec();
     out.extend_from_slice(contents);
     let pad = (512 - contents.len() % 512) % 512;
-    out.extend(std::iter::repeat(0u8).take(pad));
-    out.extend(std::iter::repeat(0u8).take(1024));
+    out.extend(std::iter::repeat_n(0u8, pad));
+    out.extend(std::iter::repeat_n(0u8, 1024));
     out
 }
 
@@ -648,7 +648,10 @@ impl Sigmirror {
             }
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("sigmirror listening on http://").or_else(|| line.strip_prefix("sigmirror listening on https://")) {
+                    if let Some(rest) = line
+                        .strip_prefix("sigmirror listening on http://")
+                        .or_else(|| line.strip_prefix("sigmirror listening on https://"))
+                    {
                         break rest.trim().to_string();
                     }
                     seen.push(line);

@@ -1,0 +1,892 @@
+//! Cosign "format C": a Sigstore bundle (v0.3, or v0.2) attached to the image as an OCI referrer,
+//! as `cosign sign` writes it since v3. Pure, like `cosign`: the caller fetches the bundle JSON and
+//! passes bytes, the authority, the served digest and "now".
+//!
+//! What is signed is a DSSE envelope over an in-toto Statement whose subject is the image digest
+//! and whose predicateType is `https://sigstore.dev/cosign/sign/v1`. The checks, in a fixed order
+//! so refusals are predictable:
+//!
+//! 1. the bundle: at most [`MAX_BUNDLE_BYTES`], media type v0.3 (or v0.2), a `dsseEnvelope` with
+//!    payloadType `application/vnd.in-toto+json` and exactly one signature;
+//! 2. the signature over PAE(payloadType, payload), with the configured key (key authority) or
+//!    the leaf certificate's key (certificate authority);
+//! 3. the transparency log, through `rekor`: a `dsse` 0.0.1 entry whose SET verifies with a trusted
+//!    Rekor key (chosen by logId), whose inclusion proof leads to its root hash and whose checkpoint
+//!    is signed by the same key, and whose body records this payload, this signature and this
+//!    signer. Certificate authorities always need one (its `integratedTime` is the signing time
+//!    the certificate is checked at); key authorities need one when they list Rekor keys;
+//! 4. for certificates, the chain, identity and issuer exactly as for format A
+//!    (`cosign::check_certificate`);
+//! 5. the (now authenticated) statement: type, predicateType, subject digest.
+//!
+//! Not done, on purpose:
+//! * RFC 3161 timestamps (`timestampVerificationData`) are not verified and are never used as a
+//!   time source; only a verified Rekor `integratedTime` is. Bundles whose only time proof is a
+//!   timestamp (Rekor v2 entries have no SET) are therefore refused.
+//! * The statement names no repository, so the policy's `docker_reference` has nothing to check:
+//!   a bundle binds the digest only (cosign v3 verifies the same way).
+//! * `messageSignature` bundles (`cosign sign-blob`) and attestations are not image signatures.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::cosign::{self, CosignAuthority, Expectation};
+use super::keys::truncate;
+use super::rekor::{self, strip_whitespace, RekorKey, Signer, TlogEntry};
+use super::x509::{self, Certificate};
+
+/// The media type cosign v3 gives the bundle blob and the referrer's `artifactType`.
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// Every bundle media type accepted. All are v0.2 or later, so every log entry must carry an
+/// inclusion proof; v0.1 bundles (SET only) are refused.
+const ACCEPTED_MEDIA_TYPES: [&str; 3] = [
+    BUNDLE_MEDIA_TYPE,
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+];
+/// The predicate `cosign sign` (v3) signs; anything else is an attestation.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+const STATEMENT_TYPES: [&str; 2] = ["https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"];
+
+/// Real bundles are 5–12 KiB (a certificate, a proof, a timestamp).
+pub const MAX_BUNDLE_BYTES: usize = 1 << 20;
+/// The statement of an image signature is a few hundred bytes; annotations add a little.
+const MAX_STATEMENT_BYTES: usize = 64 << 10;
+/// Cosign writes one log entry.
+const MAX_TLOG_ENTRIES: usize = 8;
+/// Base64 of the largest signature accepted (RSA-8192), with room.
+const MAX_SIGNATURE_B64: usize = 4 << 10;
+
+#[derive(Deserialize)]
+struct BundleJson {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    #[serde(rename = "verificationMaterial")]
+    material: Option<Material>,
+    #[serde(rename = "dsseEnvelope")]
+    dsse: Option<Envelope>,
+    #[serde(rename = "messageSignature")]
+    message_signature: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Material {
+    certificate: Option<RawBytes>,
+    #[serde(rename = "x509CertificateChain")]
+    chain: Option<CertificateChain>,
+    #[serde(rename = "publicKey")]
+    public_key: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "tlogEntries", default)]
+    tlog_entries: Vec<TlogEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawBytes {
+    #[serde(rename = "rawBytes")]
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct CertificateChain {
+    #[serde(default)]
+    certificates: Vec<RawBytes>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    payload: String,
+    #[serde(rename = "payloadType")]
+    payload_type: String,
+    #[serde(default)]
+    signatures: Vec<EnvelopeSignature>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeSignature {
+    sig: String,
+}
+
+#[derive(Deserialize)]
+struct Statement {
+    #[serde(rename = "_type")]
+    statement_type: Option<String>,
+    #[serde(rename = "predicateType")]
+    predicate_type: Option<String>,
+    #[serde(default)]
+    subject: Vec<StatementSubject>,
+}
+
+#[derive(Deserialize)]
+struct StatementSubject {
+    #[serde(default)]
+    digest: BTreeMap<String, String>,
+}
+
+/// Verifies one bundle against one authority. `Err` is a short reason for the log and the refusal.
+pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if json.len() > MAX_BUNDLE_BYTES {
+        return Err(format!("bundle is {} bytes, more than the {MAX_BUNDLE_BYTES} allowed", json.len()));
+    }
+    let bundle: BundleJson = serde_json::from_slice(json).map_err(|e| format!("bundle is malformed: {e}"))?;
+    if !ACCEPTED_MEDIA_TYPES.contains(&bundle.media_type.as_str()) {
+        return Err(format!(
+            "bundle media type {} is not a Sigstore bundle v0.2 or v0.3",
+            truncate(&bundle.media_type, 100)
+        ));
+    }
+    let Some(env) = &bundle.dsse else {
+        return Err(if bundle.message_signature.is_some() {
+            "bundle holds a messageSignature (cosign sign-blob), not a DSSE image signature".into()
+        } else {
+            "bundle has no dsseEnvelope".into()
+        });
+    };
+    let material = bundle.material.as_ref().ok_or("bundle has no verificationMaterial")?;
+    if env.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(format!("DSSE payloadType {} is not {IN_TOTO_PAYLOAD_TYPE}", truncate(&env.payload_type, 100)));
+    }
+    if env.payload.len() > MAX_STATEMENT_BYTES * 4 / 3 + 4 {
+        return Err(format!("DSSE payload is more than the {MAX_STATEMENT_BYTES} bytes allowed"));
+    }
+    let payload = b64.decode(strip_whitespace(&env.payload)).map_err(|_| "DSSE payload is not valid base64")?;
+    let [signature] = env.signatures.as_slice() else {
+        return Err(format!("DSSE envelope has {} signatures; a bundle carries exactly one", env.signatures.len()));
+    };
+    if signature.sig.len() > MAX_SIGNATURE_B64 {
+        return Err(format!("DSSE signature is more than the {MAX_SIGNATURE_B64} characters allowed"));
+    }
+    let sig = b64.decode(strip_whitespace(&signature.sig)).map_err(|_| "DSSE signature is not valid base64")?;
+    let signed = pae(&env.payload_type, &payload);
+    // Every accepted media type is v0.2 or later, which requires inclusion proofs.
+    let require_proof = true;
+
+    match auth {
+        CosignAuthority::Key { key, rekor, .. } => {
+            // The bundle's key hint, if any, is not trusted: the configured key decides.
+            key.verify_cosign(&signed, &sig).map_err(|e| {
+                if e == "signature does not verify" {
+                    "signature by an untrusted key (or over an altered payload)".to_string()
+                } else {
+                    e
+                }
+            })?;
+            if !rekor.is_empty() {
+                logged_time(material, rekor, &payload, &sig, Signer::Key(key), require_proof)?;
+            }
+        }
+        CosignAuthority::Certificate { rekor, .. } => {
+            let (leaf, chain) = bundle_certificates(material)?;
+            let key = leaf.public_key()?;
+            key.verify_cosign(&signed, &sig).map_err(|e| {
+                if e == "signature does not verify" {
+                    "signature does not verify with its certificate's key (payload altered?)".to_string()
+                } else {
+                    e
+                }
+            })?;
+            if rekor.is_empty() {
+                return Err("a certificate bundle needs a Rekor key to prove its signing time, and this authority \
+                            has none (set rekor_key, or use sigstore_trusted_root)"
+                    .into());
+            }
+            let t = logged_time(material, rekor, &payload, &sig, Signer::Certificate(&leaf), require_proof)?;
+            let at = OffsetDateTime::from_unix_timestamp(t).map_err(|_| "Rekor integratedTime is out of range")?;
+            cosign::check_certificate(auth, &leaf, chain, at)?;
+        }
+    }
+    check_statement(&payload, exp)
+}
+
+/// DSSE v1 pre-authentication encoding: `DSSEv1 <len> <type> <len> <payload>`.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The leaf (and any chain) of the verification material; a key-made bundle has none.
+fn bundle_certificates(m: &Material) -> Result<(Certificate, Vec<Certificate>), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raws: Vec<&RawBytes> = match (&m.certificate, &m.chain) {
+        (Some(c), _) => vec![c],
+        (None, Some(chain)) => chain.certificates.iter().take(x509::MAX_CERTIFICATES).collect(),
+        (None, None) if m.public_key.is_some() => {
+            return Err("bundle was made with a key (verificationMaterial.publicKey), not a certificate".into())
+        }
+        (None, None) => return Err("bundle verificationMaterial has no certificate".into()),
+    };
+    let mut certs = Vec::new();
+    for (i, raw) in raws.into_iter().enumerate() {
+        let der = b64
+            .decode(strip_whitespace(&raw.raw_bytes))
+            .map_err(|_| format!("bundle certificate #{} is not valid base64", i + 1))?;
+        certs.push(Certificate::from_der(&der).map_err(|e| format!("bundle certificate #{} {e}", i + 1))?);
+    }
+    if certs.is_empty() {
+        return Err("bundle x509CertificateChain is empty".into());
+    }
+    let leaf = certs.remove(0);
+    Ok((leaf, certs))
+}
+
+/// The `integratedTime` of the first log entry that verifies and records this envelope.
+fn logged_time(
+    m: &Material,
+    keys: &[RekorKey],
+    payload: &[u8],
+    sig: &[u8],
+    signer: Signer<'_>,
+    require_proof: bool,
+) -> Result<i64, String> {
+    if m.tlog_entries.is_empty() {
+        return Err("bundle has no transparency-log entry, but the policy requires one (Rekor)".into());
+    }
+    if m.tlog_entries.len() > MAX_TLOG_ENTRIES {
+        return Err(format!(
+            "bundle has {} transparency-log entries, more than {MAX_TLOG_ENTRIES}",
+            m.tlog_entries.len()
+        ));
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    for entry in &m.tlog_entries {
+        let checked = rekor::verify_tlog_entry(entry, keys, require_proof)
+            .and_then(|logged| rekor::check_dsse_body(&logged, payload, sig, signer).map(|()| logged.integrated_time));
+        match checked {
+            Ok(t) => return Ok(t),
+            Err(r) if !reasons.contains(&r) => reasons.push(r),
+            Err(_) => {}
+        }
+    }
+    Err(reasons.join("; "))
+}
+
+/// The claims of the authenticated statement.
+fn check_statement(payload: &[u8], exp: &Expectation) -> Result<(), String> {
+    let st: Statement =
+        serde_json::from_slice(payload).map_err(|e| format!("signed statement is not an in-toto Statement: {e}"))?;
+    match st.statement_type.as_deref() {
+        Some(t) if STATEMENT_TYPES.contains(&t) => {}
+        Some(t) => return Err(format!("signed statement type {} is not an in-toto Statement", truncate(t, 100))),
+        None => return Err("signed statement has no _type".into()),
+    }
+    match st.predicate_type.as_deref() {
+        Some(COSIGN_SIGN_PREDICATE) => {}
+        Some(p) => {
+            return Err(format!(
+                "bundle is an attestation (predicateType {}), not an image signature ({COSIGN_SIGN_PREDICATE})",
+                truncate(p, 100)
+            ))
+        }
+        None => return Err(format!("signed statement has no predicateType; expected {COSIGN_SIGN_PREDICATE}")),
+    }
+    let want = exp.digest.hex();
+    let subjects: Vec<&str> = st.subject.iter().filter_map(|s| s.digest.get("sha256")).map(String::as_str).collect();
+    if subjects.iter().any(|d| d.eq_ignore_ascii_case(want)) {
+        return Ok(());
+    }
+    if subjects.is_empty() {
+        return Err("signed statement has no subject with a sha256 digest".into());
+    }
+    let named: Vec<String> = subjects.iter().take(3).map(|d| format!("sha256:{}", truncate(d, 64))).collect();
+    Err(format!("statement digest mismatch: signature is for {} not {}", named.join(", "), exp.digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Checker, RawPolicy};
+    use crate::oci::Digest;
+    use crate::verify::rekor::tests::test_log_key;
+    use crate::verify::x509::tests::NOW;
+    use p256::ecdsa::signature::Signer as _;
+    use serde_json::{json, Value};
+    use sha2::{Digest as _, Sha256};
+    use std::path::{Path, PathBuf};
+
+    const KAT_DIGEST: &str = "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
+    const KAT_IDENTITY: &str =
+        "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0";
+    const KAT_ISSUER: &str = "https://token.actions.githubusercontent.com";
+    const OTHER: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn vectors() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/cosign")
+    }
+
+    fn read_json(rel: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(vectors().join(rel)).expect("vector")).expect("json")
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(NOW).expect("time")
+    }
+
+    fn authority_in(base: &Path, fragment: &str) -> CosignAuthority {
+        let raw: RawPolicy = toml::from_str(&format!("name = \"t\"\nscope = [\"*\"]\n{fragment}")).expect("toml");
+        let mut c = Checker::new(&base.join("sigmirror.toml"));
+        let mut auths = CosignAuthority::from_policy(0, &raw, &mut c);
+        assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| &p.message).collect::<Vec<_>>());
+        assert_eq!(auths.len(), 1);
+        auths.remove(0)
+    }
+
+    fn fulcio(identity: &str, issuer: &str) -> CosignAuthority {
+        authority_in(
+            &vectors(),
+            &format!(
+                "[[cosign_certificates]]\nsigstore_trusted_root = \"sigstore-rs/trusted_root.json\"\n\
+                 identity = {identity:?}\nissuer = {issuer:?}"
+            ),
+        )
+    }
+
+    fn verify(auth: &CosignAuthority, bundle: &Value, digest: &str) -> Result<(), String> {
+        let d: Digest = digest.parse().expect("digest");
+        let exp = Expectation { digest: &d, docker_reference: Some("r.example/elsewhere"), now: now() };
+        verify_bundle(auth, &serde_json::to_vec(bundle).expect("json"), &exp)
+    }
+
+    fn kat() -> Value {
+        read_json("sigstore-rs/bundle_v03.json")
+    }
+
+    fn entry(b: &mut Value) -> &mut Value {
+        &mut b["verificationMaterial"]["tlogEntries"][0]
+    }
+
+    /// Flips one bit inside a base64 field and re-encodes it.
+    fn flip_b64(v: &mut Value, byte: usize) {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut raw = b64.decode(v.as_str().expect("string")).expect("b64");
+        raw[byte] ^= 0x01;
+        *v = Value::String(b64.encode(raw));
+    }
+
+    // ---- Known answers: a real cosign v3 bundle and a real cosign attestation ----
+
+    #[test]
+    fn the_cosign_v3_bundle_verifies_for_its_digest_identity_and_issuer() {
+        let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
+        assert_eq!(verify(&auth, &kat(), KAT_DIGEST), Ok(()));
+        // The identity may also be given as an anchored regexp.
+        let regexp = authority_in(
+            &vectors(),
+            &format!(
+                "[[cosign_certificates]]\nsigstore_trusted_root = \"sigstore-rs/trusted_root.json\"\n\
+                 identity_regexp = \"https://github\\\\.com/kubewarden/.*\"\nissuer = {KAT_ISSUER:?}"
+            ),
+        );
+        assert_eq!(verify(&regexp, &kat(), KAT_DIGEST), Ok(()));
+    }
+
+    #[test]
+    fn the_cosign_v3_bundle_is_refused_for_another_digest() {
+        assert_eq!(
+            verify(&fulcio(KAT_IDENTITY, KAT_ISSUER), &kat(), OTHER),
+            Err(format!("statement digest mismatch: signature is for {KAT_DIGEST} not {OTHER}"))
+        );
+    }
+
+    #[test]
+    fn the_cosign_v3_bundle_is_refused_for_another_identity_or_issuer() {
+        assert_eq!(
+            verify(&fulcio("https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1", KAT_ISSUER), &kat(), KAT_DIGEST),
+            Err(format!(
+                "certificate identity {KAT_IDENTITY} does not match https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+            ))
+        );
+        assert_eq!(
+            verify(&fulcio(KAT_IDENTITY, "https://accounts.google.com"), &kat(), KAT_DIGEST),
+            Err(format!("certificate issuer {KAT_ISSUER} does not match https://accounts.google.com"))
+        );
+    }
+
+    #[test]
+    fn a_tampered_payload_or_signature_in_the_cosign_v3_bundle_is_refused() {
+        let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        // A statement for another digest, under the original signature.
+        let mut b = kat();
+        let payload = String::from_utf8(b64.decode(b["dsseEnvelope"]["payload"].as_str().unwrap()).unwrap()).unwrap();
+        let forged = payload.replace(&KAT_DIGEST[7..], &OTHER[7..]);
+        b["dsseEnvelope"]["payload"] = Value::String(b64.encode(forged));
+        assert_eq!(
+            verify(&auth, &b, OTHER),
+            Err("signature does not verify with its certificate's key (payload altered?)".into())
+        );
+        // A flipped bit in r of the DER signature.
+        let mut b = kat();
+        flip_b64(&mut b["dsseEnvelope"]["signatures"][0]["sig"], 10);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("signature does not verify with its certificate's key (payload altered?)".into())
+        );
+        // The payload type is part of what is signed.
+        let mut b = kat();
+        b["dsseEnvelope"]["payloadType"] = json!("application/json");
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("DSSE payloadType application/json is not application/vnd.in-toto+json".into())
+        );
+    }
+
+    #[test]
+    fn a_tampered_set_inclusion_proof_or_checkpoint_in_the_cosign_v3_bundle_is_refused() {
+        let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
+        let name = "sigstore-rs/trusted_root.json tlogs[0]";
+        let mut b = kat();
+        flip_b64(&mut entry(&mut b)["inclusionPromise"]["signedEntryTimestamp"], 12);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("Rekor SignedEntryTimestamp does not verify with {name}"))
+        );
+        let mut b = kat();
+        entry(&mut b)["integratedTime"] = json!("1775719410");
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("Rekor SignedEntryTimestamp does not verify with {name}"))
+        );
+        let mut b = kat();
+        entry(&mut b)["logIndex"] = json!("1261105808");
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("Rekor SignedEntryTimestamp does not verify with {name}"))
+        );
+
+        for field in ["hashes/3", "rootHash"] {
+            let mut b = kat();
+            let proof = &mut entry(&mut b)["inclusionProof"];
+            let v = match field.split_once('/') {
+                Some((h, i)) => &mut proof[h][i.parse::<usize>().unwrap()],
+                None => &mut proof[field],
+            };
+            flip_b64(v, 0);
+            assert_eq!(
+                verify(&auth, &b, KAT_DIGEST),
+                Err("tlog inclusion proof does not lead to its rootHash".into()),
+                "{field}"
+            );
+        }
+        let mut b = kat();
+        entry(&mut b)["inclusionProof"]["logIndex"] = json!("1139201544");
+        assert_eq!(verify(&auth, &b, KAT_DIGEST), Err("tlog inclusion proof does not lead to its rootHash".into()));
+        let mut b = kat();
+        let proof = &mut entry(&mut b)["inclusionProof"];
+        let hashes = proof["hashes"].as_array_mut().unwrap();
+        hashes.pop();
+        assert_eq!(verify(&auth, &b, KAT_DIGEST), Err("tlog inclusion proof does not lead to its rootHash".into()));
+
+        // The checkpoint note: its signature covers the size and root it names.
+        let cp = |b: &mut Value| -> String {
+            entry(b)["inclusionProof"]["checkpoint"]["envelope"].as_str().unwrap().to_string()
+        };
+        let mut b = kat();
+        let text = cp(&mut b).replace("rekor.sigstore.dev - 1193050959916656506", "rekor.sigstore.dev - 1");
+        entry(&mut b)["inclusionProof"]["checkpoint"]["envelope"] = json!(text);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("tlog checkpoint signature does not verify with {name}"))
+        );
+        let mut b = kat();
+        let text = cp(&mut b).replace("wNI9ajBF", "AAAAAjBF");
+        entry(&mut b)["inclusionProof"]["checkpoint"]["envelope"] = json!(text);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("tlog checkpoint signature does not verify with {name}"))
+        );
+        let mut b = kat();
+        entry(&mut b)["inclusionProof"]["checkpoint"]["envelope"] = json!("garbage");
+        assert_eq!(verify(&auth, &b, KAT_DIGEST), Err("tlog checkpoint is not a signed note".into()));
+
+        // v0.2 and later require the proof.
+        let mut b = kat();
+        entry(&mut b).as_object_mut().unwrap().remove("inclusionProof");
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("tlog entry has no inclusionProof (required since bundle v0.2)".into())
+        );
+        let mut b = kat();
+        entry(&mut b).as_object_mut().unwrap().remove("inclusionPromise");
+        let err = verify(&auth, &b, KAT_DIGEST).unwrap_err();
+        assert!(err.starts_with("tlog entry has no inclusionPromise (SET)"), "{err}");
+        let mut b = kat();
+        b["verificationMaterial"]["tlogEntries"] = json!([]);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("bundle has no transparency-log entry, but the policy requires one (Rekor)".into())
+        );
+    }
+
+    #[test]
+    fn the_cosign_v3_bundle_needs_a_trusted_rekor_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        // The Fulcio CAs from the trusted root as a plain PEM bundle: no Rekor key.
+        let tr = read_json("sigstore-rs/trusted_root.json");
+        let mut pem = String::new();
+        for ca in tr["certificateAuthorities"].as_array().unwrap() {
+            for c in ca["certChain"]["certificates"].as_array().unwrap() {
+                let der = b64.decode(c["rawBytes"].as_str().unwrap()).unwrap();
+                pem.push_str(&format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", b64.encode(der)));
+            }
+        }
+        std::fs::write(dir.path().join("fulcio.pem"), pem).unwrap();
+        let plain = authority_in(
+            dir.path(),
+            &format!(
+                "[[cosign_certificates]]\nroots = \"fulcio.pem\"\nidentity = {KAT_IDENTITY:?}\nissuer = {KAT_ISSUER:?}"
+            ),
+        );
+        assert_eq!(
+            verify(&plain, &kat(), KAT_DIGEST),
+            Err("a certificate bundle needs a Rekor key to prove its signing time, and this authority has none \
+                 (set rekor_key, or use sigstore_trusted_root)"
+                .into())
+        );
+        // A Rekor key that is not the one that logged the entry.
+        let other = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
+        std::fs::write(dir.path().join("other-rekor.pub"), pem_of(&other)).unwrap();
+        let wrong_log = authority_in(
+            dir.path(),
+            &format!(
+                "[[cosign_certificates]]\nroots = \"fulcio.pem\"\nidentity = {KAT_IDENTITY:?}\nissuer = {KAT_ISSUER:?}\n\
+                 rekor_key = \"other-rekor.pub\""
+            ),
+        );
+        assert_eq!(
+            verify(&wrong_log, &kat(), KAT_DIGEST),
+            Err("tlog entry is from log c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d, which is not a \
+                 trusted Rekor key"
+                .into())
+        );
+        // With the production Rekor key as a PEM file it verifies again.
+        let rekor = vectors().join("containers-image/rekor.pub");
+        let with_rekor = authority_in(
+            dir.path(),
+            &format!(
+                "[[cosign_certificates]]\nroots = \"fulcio.pem\"\nidentity = {KAT_IDENTITY:?}\nissuer = {KAT_ISSUER:?}\n\
+                 rekor_key = {rekor:?}"
+            ),
+        );
+        assert_eq!(verify(&with_rekor, &kat(), KAT_DIGEST), Ok(()));
+    }
+
+    #[test]
+    fn the_cosign_attestation_bundle_is_not_an_image_signature() {
+        let att = read_json("cosign/oci-attestation.sigstore.json");
+        let digest = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+        // Everything but the claim verifies: the signer, chain, SET, proof and checkpoint are genuine.
+        let auth = fulcio("cody@soyland.com", "https://github.com/login/oauth");
+        assert_eq!(
+            verify(&auth, &att, digest),
+            Err("bundle is an attestation (predicateType https://cosign.sigstore.dev/attestation/v1), not an image \
+                 signature (https://sigstore.dev/cosign/sign/v1)"
+                .into())
+        );
+        assert_eq!(
+            verify(&fulcio(KAT_IDENTITY, KAT_ISSUER), &att, digest),
+            Err(format!("certificate identity cody@soyland.com does not match {KAT_IDENTITY}"))
+        );
+    }
+
+    #[test]
+    fn malformed_bundles_are_refused_with_a_reason() {
+        let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
+        let d: Digest = KAT_DIGEST.parse().unwrap();
+        let exp = Expectation { digest: &d, docker_reference: None, now: now() };
+        assert!(verify_bundle(&auth, b"{", &exp).unwrap_err().starts_with("bundle is malformed"));
+        assert_eq!(
+            verify_bundle(&auth, &vec![b' '; MAX_BUNDLE_BYTES + 1], &exp),
+            Err("bundle is 1048577 bytes, more than the 1048576 allowed".into())
+        );
+        let mut b = kat();
+        b["mediaType"] = json!("application/vnd.dev.sigstore.bundle+json;version=0.1");
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("bundle media type application/vnd.dev.sigstore.bundle+json;version=0.1 is not a Sigstore bundle v0.2 or v0.3".into())
+        );
+        for accepted in [
+            "application/vnd.dev.sigstore.bundle+json;version=0.3",
+            "application/vnd.dev.sigstore.bundle+json;version=0.2",
+        ] {
+            let mut b = kat();
+            b["mediaType"] = json!(accepted);
+            assert_eq!(verify(&auth, &b, KAT_DIGEST), Ok(()), "{accepted}");
+        }
+        let mut b = kat();
+        b.as_object_mut().unwrap().remove("dsseEnvelope");
+        b["messageSignature"] =
+            json!({"messageDigest": {"algorithm": "SHA2_256", "digest": "AAAA"}, "signature": "AAAA"});
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("bundle holds a messageSignature (cosign sign-blob), not a DSSE image signature".into())
+        );
+        let mut b = kat();
+        let s = b["dsseEnvelope"]["signatures"][0].clone();
+        b["dsseEnvelope"]["signatures"] = json!([s.clone(), s]);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("DSSE envelope has 2 signatures; a bundle carries exactly one".into())
+        );
+        // RFC 3161 timestamps are not used: without them the bundle verifies the same.
+        let mut b = kat();
+        b["verificationMaterial"].as_object_mut().unwrap().remove("timestampVerificationData");
+        assert_eq!(verify(&auth, &b, KAT_DIGEST), Ok(()));
+        // The same leaf as a v0.2-style chain works; a key-made bundle is not a certificate bundle.
+        let mut b = kat();
+        let leaf = b["verificationMaterial"]["certificate"].clone();
+        let m = b["verificationMaterial"].as_object_mut().unwrap();
+        m.remove("certificate");
+        m.insert("x509CertificateChain".into(), json!({"certificates": [leaf]}));
+        assert_eq!(verify(&auth, &b, KAT_DIGEST), Ok(()));
+        let m = b["verificationMaterial"].as_object_mut().unwrap();
+        m.remove("x509CertificateChain");
+        m.insert("publicKey".into(), json!({"hint": "x"}));
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err("bundle was made with a key (verificationMaterial.publicKey), not a certificate".into())
+        );
+    }
+
+    #[test]
+    fn flipping_bits_in_the_cosign_v3_bundle_never_panics_and_never_verifies_another_digest() {
+        let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
+        let bytes = serde_json::to_vec(&kat()).unwrap();
+        let other: Digest = OTHER.parse().unwrap();
+        let exp = Expectation { digest: &other, docker_reference: None, now: now() };
+        for i in (0..bytes.len()).step_by(7) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(verify_bundle(&auth, &b, &exp).is_err(), "byte {i}");
+        }
+    }
+
+    // ---- Generated bundles: key authorities, and log bodies that do not match ----
+
+    fn pem_of(sk: &p256::ecdsa::SigningKey) -> String {
+        use p256::pkcs8::{EncodePublicKey as _, LineEnding};
+        sk.verifying_key().to_public_key_pem(LineEnding::LF).expect("pem")
+    }
+
+    fn statement(digest: &str, predicate: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"digest": {"sha256": &digest[7..]}}],
+            "predicateType": predicate,
+        }))
+        .unwrap()
+    }
+
+    /// A v0.3 bundle signed by `signer`, with a `dsse` entry logged by `log` (if any) in a
+    /// one-leaf tree, whose body is `body(payload, sig)` (by default the honest one).
+    fn make(
+        signer: &p256::ecdsa::SigningKey,
+        payload: &[u8],
+        log: Option<&p256::ecdsa::SigningKey>,
+        body: impl Fn(&[u8], &[u8]) -> Value,
+    ) -> Value {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let sig: p256::ecdsa::Signature = signer.sign(&pae(IN_TOTO_PAYLOAD_TYPE, payload));
+        let sig = sig.to_der().as_bytes().to_vec();
+        let mut tlog = Vec::new();
+        if let Some(log) = log {
+            let body = serde_json::to_vec(&body(payload, &sig)).unwrap();
+            let key = test_log_key(log);
+            let t = 1_790_000_000i64;
+            let canonical = format!(
+                "{{\"body\":{},\"integratedTime\":{t},\"logID\":\"{}\",\"logIndex\":7}}",
+                serde_json::to_string(&b64.encode(&body)).unwrap(),
+                key.log_id()
+            );
+            let set: p256::ecdsa::Signature = log.sign(canonical.as_bytes());
+            let root = rekor::merkle_leaf(&body);
+            let note = format!("test.log - 1\n1\n{}\n", b64.encode(root));
+            let note_sig: p256::ecdsa::Signature = log.sign(note.as_bytes());
+            let mut hinted = hex::decode(key.log_id()).unwrap()[..4].to_vec();
+            hinted.extend_from_slice(note_sig.to_der().as_bytes());
+            tlog.push(json!({
+                "logIndex": "7",
+                "logId": {"keyId": b64.encode(hex::decode(key.log_id()).unwrap())},
+                "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                "integratedTime": t.to_string(),
+                "inclusionPromise": {"signedEntryTimestamp": b64.encode(set.to_der().as_bytes())},
+                "inclusionProof": {
+                    "logIndex": "0", "treeSize": "1", "rootHash": b64.encode(root), "hashes": [],
+                    "checkpoint": {"envelope": format!("{note}\n\u{2014} test.log {}\n", b64.encode(hinted))}
+                },
+                "canonicalizedBody": b64.encode(&body),
+            }));
+        }
+        json!({
+            "mediaType": BUNDLE_MEDIA_TYPE,
+            "verificationMaterial": {"publicKey": {"hint": "anything"}, "tlogEntries": tlog},
+            "dsseEnvelope": {
+                "payload": b64.encode(payload),
+                "payloadType": IN_TOTO_PAYLOAD_TYPE,
+                "signatures": [{"sig": b64.encode(&sig), "keyid": ""}]
+            }
+        })
+    }
+
+    fn honest_body(signer_pem: String) -> impl Fn(&[u8], &[u8]) -> Value {
+        move |payload, sig| {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            json!({"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+                "envelopeHash": {"algorithm": "sha256", "value": "00"},
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))},
+                "signatures": [{"signature": b64.encode(sig), "verifier": b64.encode(&signer_pem)}]
+            }})
+        }
+    }
+
+    /// Makes a log entry body from the payload and signature.
+    type BodyFn = Box<dyn Fn(&[u8], &[u8]) -> Value>;
+
+    struct Keys {
+        dir: tempfile::TempDir,
+        signer: p256::ecdsa::SigningKey,
+        log: p256::ecdsa::SigningKey,
+    }
+
+    fn keys() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = p256::ecdsa::SigningKey::from_slice(&[1u8; 32]).unwrap();
+        let other = p256::ecdsa::SigningKey::from_slice(&[2u8; 32]).unwrap();
+        let log = p256::ecdsa::SigningKey::from_slice(&[4u8; 32]).unwrap();
+        std::fs::write(dir.path().join("key.pub"), pem_of(&signer)).unwrap();
+        std::fs::write(dir.path().join("other.pub"), pem_of(&other)).unwrap();
+        std::fs::write(dir.path().join("rekor.pub"), pem_of(&log)).unwrap();
+        Keys { dir, signer, log }
+    }
+
+    #[test]
+    fn a_key_signed_bundle_verifies_with_the_key_and_without_a_log_when_no_rekor_key_is_configured() {
+        let k = keys();
+        let auth = authority_in(k.dir.path(), "cosign_keys = [\"key.pub\"]");
+        let b = make(&k.signer, &statement(OTHER, COSIGN_SIGN_PREDICATE), None, |_, _| json!({}));
+        assert_eq!(verify(&auth, &b, OTHER), Ok(()));
+        assert_eq!(
+            verify(&authority_in(k.dir.path(), "cosign_keys = [\"other.pub\"]"), &b, OTHER),
+            Err("signature by an untrusted key (or over an altered payload)".into())
+        );
+        let att = make(&k.signer, &statement(OTHER, "https://slsa.dev/provenance/v1"), None, |_, _| json!({}));
+        assert_eq!(
+            verify(&auth, &att, OTHER),
+            Err("bundle is an attestation (predicateType https://slsa.dev/provenance/v1), not an image signature \
+                 (https://sigstore.dev/cosign/sign/v1)"
+                .into())
+        );
+        let mut old = statement(OTHER, COSIGN_SIGN_PREDICATE);
+        old = String::from_utf8(old).unwrap().replace("Statement/v1", "Statement/v0.1").into_bytes();
+        assert_eq!(verify(&auth, &make(&k.signer, &old, None, |_, _| json!({})), OTHER), Ok(()));
+        let odd = String::from_utf8(statement(OTHER, COSIGN_SIGN_PREDICATE)).unwrap().replace("in-toto.io", "x.io");
+        assert_eq!(
+            verify(&auth, &make(&k.signer, odd.as_bytes(), None, |_, _| json!({})), OTHER),
+            Err("signed statement type https://x.io/Statement/v1 is not an in-toto Statement".into())
+        );
+    }
+
+    #[test]
+    fn a_key_authority_with_rekor_keys_requires_a_log_entry_that_binds_the_envelope() {
+        let k = keys();
+        let auth = authority_in(k.dir.path(), "cosign_keys = [\"key.pub\"]\nrekor_keys = [\"rekor.pub\"]");
+        let payload = statement(OTHER, COSIGN_SIGN_PREDICATE);
+        let good = make(&k.signer, &payload, Some(&k.log), honest_body(pem_of(&k.signer)));
+        assert_eq!(verify(&auth, &good, OTHER), Ok(()));
+        let none = make(&k.signer, &payload, None, |_, _| json!({}));
+        assert_eq!(
+            verify(&auth, &none, OTHER),
+            Err("bundle has no transparency-log entry, but the policy requires one (Rekor)".into())
+        );
+        // Honest logs of other things, each signed by the trusted log.
+        let other_pem = std::fs::read_to_string(k.dir.path().join("other.pub")).unwrap();
+        let cases: Vec<(BodyFn, &str)> = vec![
+            (
+                Box::new(honest_body(other_pem)),
+                "Rekor entry records a different certificate or key than the signature's",
+            ),
+            (
+                Box::new(|p: &[u8], s: &[u8]| {
+                    let mut v = honest_body(String::new())(p, s);
+                    v["spec"]["payloadHash"]["value"] = json!(hex::encode(Sha256::digest(b"other")));
+                    v
+                }),
+                "Rekor entry is for another payload (payload hash mismatch)",
+            ),
+            (
+                Box::new(|p: &[u8], _s: &[u8]| honest_body(String::new())(p, b"another signature")),
+                "Rekor entry records a different signature",
+            ),
+            (
+                Box::new(|p: &[u8], s: &[u8]| {
+                    let mut v = honest_body(String::new())(p, s);
+                    v["kind"] = json!("hashedrekord");
+                    v
+                }),
+                "Rekor entry is a hashedrekord 0.0.1 entry, not a dsse 0.0.1 entry",
+            ),
+        ];
+        for (body, reason) in cases {
+            let b = make(&k.signer, &payload, Some(&k.log), body);
+            assert_eq!(verify(&auth, &b, OTHER), Err(reason.to_string()));
+        }
+        // A log we do not trust.
+        let rogue = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
+        let b = make(&k.signer, &payload, Some(&rogue), honest_body(pem_of(&k.signer)));
+        let err = verify(&auth, &b, OTHER).unwrap_err();
+        assert!(err.ends_with("which is not a trusted Rekor key"), "{err}");
+    }
+
+    #[test]
+    fn pae_is_the_dsse_v1_encoding() {
+        assert_eq!(pae("application/vnd.in-toto+json", b"{}"), b"DSSEv1 28 application/vnd.in-toto+json 2 {}".to_vec());
+    }
+
+    #[test]
+    fn the_audit_path_algorithm_matches_rfc_9162_for_small_trees() {
+        // Build every tree of up to 9 leaves, and check every leaf's path.
+        let leaves: Vec<[u8; 32]> = (0u8..9).map(|i| rekor::merkle_leaf(&[i])).collect();
+        fn root(l: &[[u8; 32]]) -> [u8; 32] {
+            if l.len() == 1 {
+                return l[0];
+            }
+            let k = l.len().next_power_of_two() / 2;
+            rekor::merkle_node(&root(&l[..k]), &root(&l[k..]))
+        }
+        fn path(m: usize, l: &[[u8; 32]]) -> Vec<[u8; 32]> {
+            if l.len() == 1 {
+                return vec![];
+            }
+            let k = l.len().next_power_of_two() / 2;
+            if m < k {
+                let mut p = path(m, &l[..k]);
+                p.push(root(&l[k..]));
+                p
+            } else {
+                let mut p = path(m - k, &l[k..]);
+                p.push(root(&l[..k]));
+                p
+            }
+        }
+        for n in 1..=leaves.len() {
+            let tree = &leaves[..n];
+            for m in 0..n {
+                let p = path(m, tree);
+                assert_eq!(rekor::merkle_root(m as u64, n as u64, tree[m], &p), Some(root(tree)), "{m}/{n}");
+                if n > 1 {
+                    assert_ne!(
+                        rekor::merkle_root(((m + 1) % n) as u64, n as u64, tree[m], &p),
+                        Some(root(tree)),
+                        "{m}/{n} at the wrong index"
+                    );
+                }
+            }
+            assert_eq!(rekor::merkle_root(n as u64, n as u64, tree[0], &[]), None);
+        }
+    }
+}
