@@ -8,11 +8,13 @@ use std::process::Command;
 fn check(dir: &Path, toml: &str) -> (Option<i32>, String) {
     let path = dir.join("sigmirror.toml");
     fs::write(&path, toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sigmirror")).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_sigmirror")).args(["check-config", "--config"]).arg(&path).output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
-const BASE: &str = "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"https://r.test\"\n";
+const BASE: &str =
+    "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"https://r.test\"\n";
 
 #[test]
 fn every_config_file_shipped_in_config_is_valid() {
@@ -21,7 +23,11 @@ fn every_config_file_shipped_in_config_is_valid() {
     for entry in fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = Command::new(env!("CARGO_BIN_EXE_sigmirror")).args(["check-config", "--config"]).arg(&path).output().unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_sigmirror"))
+                .args(["check-config", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stdout));
             checked += 1;
         }
@@ -99,7 +105,10 @@ immutable_tags = ["[bad"]
 #[test]
 fn unknown_keys_are_errors_not_silently_ignored() {
     let dir = tempfile::TempDir::new().unwrap();
-    let (code, out) = check(dir.path(), &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_key = [\"typo.pub\"]\n"));
+    let (code, out) = check(
+        dir.path(),
+        &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_key = [\"typo.pub\"]\n"),
+    );
     assert_eq!(code, Some(1));
     assert!(out.contains("unknown field `cosign_key`"), "{out}");
 }
@@ -107,7 +116,8 @@ fn unknown_keys_are_errors_not_silently_ignored() {
 #[test]
 fn a_bad_mode_is_an_error_naming_the_choices() {
     let dir = tempfile::TempDir::new().unwrap();
-    let (code, out) = check(dir.path(), &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"permissive\"\n"));
+    let (code, out) =
+        check(dir.path(), &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"permissive\"\n"));
     assert_eq!(code, Some(1));
     assert!(out.contains("unknown variant `permissive`") && out.contains("enforce") && out.contains("audit"), "{out}");
 }
@@ -124,7 +134,11 @@ fn a_config_without_policies_is_refused_because_it_would_refuse_everything() {
 fn relative_trust_paths_resolve_against_the_config_directory() {
     let dir = tempfile::TempDir::new().unwrap();
     fs::create_dir_all(dir.path().join("trust")).unwrap();
-    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/trust/example-cosign.pub"), dir.path().join("trust/k.pub")).unwrap();
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/trust/example-cosign.pub"),
+        dir.path().join("trust/k.pub"),
+    )
+    .unwrap();
     let toml = format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [\"trust/k.pub\"]\n");
     // Run from another working directory: the path still resolves.
     let path = dir.path().join("sigmirror.toml");
@@ -142,7 +156,10 @@ fn relative_trust_paths_resolve_against_the_config_directory() {
 fn a_file_that_is_not_a_key_is_reported() {
     let dir = tempfile::TempDir::new().unwrap();
     fs::write(dir.path().join("k.pub"), "not a key").unwrap();
-    let (code, out) = check(dir.path(), &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [\"k.pub\"]\n"));
+    let (code, out) = check(
+        dir.path(),
+        &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [\"k.pub\"]\n"),
+    );
     assert_eq!(code, Some(1));
     assert!(out.contains("policy[0].cosign_keys[0]") && out.contains("k.pub"), "{out}");
 }

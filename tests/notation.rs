@@ -179,11 +179,7 @@ fn notation_signatures_are_found_through_the_referrers_api_when_upstream_has_one
     }
     mock.set(
         &format!("/v2/{repo}/referrers/{SIGNED}"),
-        Reply::Full {
-            status: 200,
-            headers: vec![("Content-Type".into(), OCI_INDEX.into())],
-            body: referrers_index,
-        },
+        Reply::Full { status: 200, headers: vec![("Content-Type".into(), OCI_INDEX.into())], body: referrers_index },
     );
     let m = notation_mirror(&mock.url(), "e2e.crt", "strict");
     let r = get(&m, repo, "v1");
@@ -202,7 +198,13 @@ fn the_verify_command_works_for_notation_signed_images() {
         .args(["verify", "--config", m.config_path().to_str().unwrap(), "registry.test/e2e/valid:v1"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["verdict"]["decision"], "allow");
     assert_eq!(json["digest"], SIGNED);
@@ -316,7 +318,8 @@ mod sign {
             "subject": { "mediaType": image.media_type, "digest": image.digest, "size": image.size },
         }))
         .unwrap();
-        let sig_digest = push_raw_manifest(&registry.host, repo, &sha256_digest(&sig_manifest), OCI_MANIFEST, &sig_manifest);
+        let sig_digest =
+            push_raw_manifest(&registry.host, repo, &sha256_digest(&sig_manifest), OCI_MANIFEST, &sig_manifest);
         let index = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2, "mediaType": OCI_INDEX,
             "manifests": [{ "mediaType": OCI_MANIFEST, "digest": sig_digest, "size": sig_manifest.len(),

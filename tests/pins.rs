@@ -1,9 +1,9 @@
 //! Immutable tags end to end: the real registry re-pushes a tag, the real
 //! sigmirror binary keeps its pin (durably), and the CLI manages pins.
 
-mod support;
 #[path = "support/signing.rs"]
 mod signing;
+mod support;
 
 use std::fs;
 use std::process::Command;
@@ -16,7 +16,13 @@ const NS: &str = "registry.test";
 const REPO: &str = "team-a/app";
 
 /// A mirror trusting `key`, pinning `v*` tags, revalidating every `revalidate` seconds.
-fn pinning_mirror(registry: &Registry, key: &CosignKey, on_tag_move: &str, revalidate: u64, extra_top: &str) -> Sigmirror {
+fn pinning_mirror(
+    registry: &Registry,
+    key: &CosignKey,
+    on_tag_move: &str,
+    revalidate: u64,
+    extra_top: &str,
+) -> Sigmirror {
     let dir = tempfile::TempDir::new().unwrap();
     fs::write(dir.path().join("release.pub"), key.public_pem()).unwrap();
     let config = format!(
@@ -41,8 +47,11 @@ fn get(m: &Sigmirror, reference: &str) -> Response {
 
 fn metric(m: &Sigmirror, prefix: &str) -> u64 {
     let text = http("GET", &format!("{}/metrics", m.url()), &[]).text();
-    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        as u64
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
 
 fn cli(m: &Sigmirror, args: &[&str]) -> (bool, String) {
