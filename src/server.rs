@@ -400,6 +400,10 @@ async fn serve_immutable_tag(
                 return respond(registry, repo, &reference, manifest, verdict, head);
             }
             // Another replica pinned first, to another digest: serve the winner.
+            tracing::info!(
+                target: "sigmirror::decision", %registry, %repo, %tag, pinned = %stored.digest, seen = %manifest.digest,
+                "tag was pinned first by another replica; serving its pin"
+            );
             stored
         }
     };

@@ -462,3 +462,25 @@ fn sigmirror_serves_again_after_being_killed() {
 fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[test]
+fn a_bearer_challenge_from_upstream_is_answered_with_the_token_dance() {
+    let mock = MockUpstream::start();
+    let challenge =
+        format!("Bearer realm=\"{}/token\",service=\"mock\",scope=\"repository:team-a/app:pull\"", mock.url());
+    let unauthorized = Reply::Full {
+        status: 401,
+        headers: vec![("WWW-Authenticate".into(), challenge), ("Content-Type".into(), "application/json".into())],
+        body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec(),
+    };
+    // The registry refuses everything, even with the token it hands out.
+    mock.set("/v2/", unauthorized.clone());
+    mock.set("/v2/team-a/app/manifests/v1", unauthorized);
+    mock.set("/token", Reply::json(200, r#"{"token":"t0k3n","expires_in":300}"#));
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    let r = get_manifest(&m, "team-a/app", "v1");
+    assert_oci_error(&r, &[502], "UNAVAILABLE", &["upstream refused our credentials"]);
+    // sigmirror asked the token endpoint named in the challenge, then retried.
+    assert!(mock.count("/token") >= 1, "{:?}", mock.requests());
+    assert_eq!(mock.count("/v2/team-a/app/manifests/v1"), 2, "{:?}", mock.requests());
+}
