@@ -15,14 +15,22 @@
 //!    is signed by the same key, and whose body records this payload, this signature and this
 //!    signer. Certificate authorities always need one (its `integratedTime` is the signing time
 //!    the certificate is checked at); key authorities need one when they list Rekor keys;
-//! 4. for certificates, the chain, identity and issuer exactly as for format A
-//!    (`cosign::check_certificate`);
-//! 5. the (now authenticated) statement: type, predicateType, subject digest.
+//! 4. for certificates, the RFC 3161 timestamps of `timestampVerificationData`, when the trusted
+//!    root lists timestamp authorities: every timestamp present must verify (its message imprint
+//!    is the hash of the DSSE signature bytes; the CMS check is notation's, `timestamp::verify`)
+//!    with one authority, inside that authority's `validFor`;
+//! 5. for certificates, the chain, identity and issuer exactly as for format A
+//!    (`cosign::check_certificate`), at every verified time: the Rekor `integratedTime` and each
+//!    timestamp's `genTime`;
+//! 6. the (now authenticated) statement: type, predicateType, subject digest.
 //!
 //! Not done, on purpose:
-//! * RFC 3161 timestamps (`timestampVerificationData`) are not verified and are never used as a
-//!   time source; only a verified Rekor `integratedTime` is. Bundles whose only time proof is a
-//!   timestamp (Rekor v2 entries have no SET) are therefore refused.
+//! * Without timestamp authorities (a `roots` PEM, or a trusted root that lists none) the
+//!   timestamps cannot be checked, so they are ignored and are not a time source. They are also
+//!   ignored for key authorities, which have no certificate to check at a time.
+//! * A timestamp is an additional time source, never a replacement: certificate bundles still
+//!   need a verified Rekor `integratedTime`, so bundles whose only time proof is a timestamp
+//!   (Rekor v2 entries have no SET) are refused.
 //! * The statement names no repository, so the policy's `docker_reference` has nothing to check:
 //!   a bundle binds the digest only (cosign v3 verifies the same way).
 //! * `messageSignature` bundles (`cosign sign-blob`) and attestations are not image signatures.
@@ -35,6 +43,7 @@ use time::OffsetDateTime;
 
 use super::cosign::{self, CosignAuthority, Expectation};
 use super::keys::truncate;
+use super::notation::timestamp::{self, TsaTrust};
 use super::rekor::{self, strip_whitespace, RekorKey, Signer, TlogEntry};
 use super::x509::{self, Certificate};
 
@@ -60,6 +69,8 @@ const MAX_STATEMENT_BYTES: usize = 64 << 10;
 const MAX_TLOG_ENTRIES: usize = 8;
 /// Base64 of the largest signature accepted (RSA-8192), with room.
 const MAX_SIGNATURE_B64: usize = 4 << 10;
+/// Cosign writes one timestamp.
+const MAX_TIMESTAMPS: usize = 8;
 
 #[derive(Deserialize)]
 struct BundleJson {
@@ -82,6 +93,30 @@ struct Material {
     public_key: Option<serde::de::IgnoredAny>,
     #[serde(rename = "tlogEntries", default)]
     tlog_entries: Vec<TlogEntry>,
+    #[serde(rename = "timestampVerificationData")]
+    timestamps: Option<TimestampData>,
+}
+
+#[derive(Deserialize)]
+struct TimestampData {
+    #[serde(rename = "rfc3161Timestamps", default)]
+    rfc3161: Vec<SignedTimestamp>,
+}
+
+#[derive(Deserialize)]
+struct SignedTimestamp {
+    /// Base64 of a DER RFC 3161 `TimeStampResp`.
+    #[serde(rename = "signedTimestamp")]
+    signed_timestamp: String,
+}
+
+/// A time at which the signature is proven to have existed, and what proves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifiedTime {
+    /// The `integratedTime` of a verified Rekor entry.
+    Rekor(OffsetDateTime),
+    /// The `genTime` of a verified RFC 3161 timestamp, and the authority that vouched for it.
+    Rfc3161 { at: OffsetDateTime, authority: String },
 }
 
 #[derive(Deserialize)]
@@ -128,6 +163,16 @@ struct StatementSubject {
 
 /// Verifies one bundle against one authority. `Err` is a short reason for the log and the refusal.
 pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> Result<(), String> {
+    verify_bundle_times(auth, json, exp).map(|_| ())
+}
+
+/// [`verify_bundle`], returning the verified time sources the certificate was checked at (for a
+/// key authority: the Rekor time, if a log entry was required).
+pub fn verify_bundle_times(
+    auth: &CosignAuthority,
+    json: &[u8],
+    exp: &Expectation,
+) -> Result<Vec<VerifiedTime>, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     if json.len() > MAX_BUNDLE_BYTES {
         return Err(format!("bundle is {} bytes, more than the {MAX_BUNDLE_BYTES} allowed", json.len()));
@@ -164,6 +209,7 @@ pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> 
     let signed = pae(&env.payload_type, &payload);
     // Every accepted media type is v0.2 or later, which requires inclusion proofs.
     let require_proof = true;
+    let mut times = Vec::new();
 
     match auth {
         CosignAuthority::Key { key, rekor, .. } => {
@@ -176,10 +222,11 @@ pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> 
                 }
             })?;
             if !rekor.is_empty() {
-                logged_time(material, rekor, &payload, &sig, Signer::Key(key), require_proof)?;
+                let t = logged_time(material, rekor, &payload, &sig, Signer::Key(key), require_proof)?;
+                times.push(VerifiedTime::Rekor(rekor_time(t)?));
             }
         }
-        CosignAuthority::Certificate { rekor, .. } => {
+        CosignAuthority::Certificate { rekor, tsa, .. } => {
             let (leaf, chain) = bundle_certificates(material)?;
             let key = leaf.public_key()?;
             key.verify_cosign(&signed, &sig).map_err(|e| {
@@ -195,11 +242,81 @@ pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> 
                     .into());
             }
             let t = logged_time(material, rekor, &payload, &sig, Signer::Certificate(&leaf), require_proof)?;
-            let at = OffsetDateTime::from_unix_timestamp(t).map_err(|_| "Rekor integratedTime is out of range")?;
-            cosign::check_certificate(auth, &leaf, chain, at)?;
+            let at = rekor_time(t)?;
+            times.push(VerifiedTime::Rekor(at));
+            // Without timestamp authorities the timestamps cannot be checked: they are ignored
+            // and are not a time source (the Rekor time above still is).
+            if !tsa.is_empty() {
+                times.extend(timestamp_times(material, tsa, &sig)?);
+            }
+            cosign::check_certificate(auth, &leaf, chain.clone(), at)?;
+            // The certificate must also have been valid at every timestamp's genTime (as cosign
+            // and sigstore-go check it; widening by the accuracy would refuse real bundles, whose
+            // timestamp falls in the Fulcio certificate's first second).
+            let many = times.len() > 2;
+            for (n, t) in times.iter().skip(1).enumerate() {
+                let VerifiedTime::Rfc3161 { at, .. } = t else { continue };
+                cosign::check_certificate(auth, &leaf, chain.clone(), *at).map_err(|e| {
+                    let which = if many { format!(" #{}", n + 1) } else { String::new() };
+                    format!("at the time of bundle RFC 3161 timestamp{which} ({}): {e}", x509::format_time(*at))
+                })?;
+            }
         }
     }
-    check_statement(&payload, exp)
+    check_statement(&payload, exp)?;
+    Ok(times)
+}
+
+fn rekor_time(t: i64) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::from_unix_timestamp(t).map_err(|_| "Rekor integratedTime is out of range".into())
+}
+
+/// Verifies every RFC 3161 timestamp of the bundle over the DSSE signature bytes `sig`: each must
+/// verify with one of `authorities` at a time inside its `validFor`, or the bundle is refused.
+fn timestamp_times(
+    m: &Material,
+    authorities: &[cosign::TimestampAuthority],
+    sig: &[u8],
+) -> Result<Vec<VerifiedTime>, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let stamps = m.timestamps.as_ref().map(|t| t.rfc3161.as_slice()).unwrap_or_default();
+    if stamps.len() > MAX_TIMESTAMPS {
+        return Err(format!("bundle has {} RFC 3161 timestamps, more than {MAX_TIMESTAMPS}", stamps.len()));
+    }
+    let mut out = Vec::new();
+    for (n, st) in stamps.iter().enumerate() {
+        let which = if stamps.len() > 1 { format!(" #{}", n + 1) } else { String::new() };
+        let refuse = |e: String| format!("bundle RFC 3161 timestamp{which} does not verify: {e}");
+        let resp = b64
+            .decode(strip_whitespace(&st.signed_timestamp))
+            .map_err(|_| refuse("signedTimestamp is not valid base64".into()))?;
+        let token = timestamp::token_of_response(&resp).map_err(refuse)?;
+        let mut reasons: Vec<String> = Vec::new();
+        let mut verified = None;
+        for a in authorities {
+            let roots: Vec<&[u8]> = a.roots.iter().map(Vec::as_slice).collect();
+            let intermediates: Vec<&[u8]> = a.intermediates.iter().map(Vec::as_slice).collect();
+            let trust = TsaTrust { roots: &roots, intermediates: &intermediates, roots_name: &a.name };
+            let checked = timestamp::verify(token, sig, &trust).and_then(|stamp| {
+                let t = stamp.gen_time;
+                if a.valid_from.is_some_and(|f| t < f) || a.valid_until.is_some_and(|u| t > u) {
+                    Err(format!("its time {} is outside the validFor of {}", x509::format_time(t), a.name))
+                } else {
+                    Ok(stamp)
+                }
+            });
+            match checked {
+                Ok(stamp) => {
+                    verified = Some(VerifiedTime::Rfc3161 { at: stamp.gen_time, authority: a.name.clone() });
+                    break;
+                }
+                Err(r) if !reasons.contains(&r) => reasons.push(r),
+                Err(_) => {}
+            }
+        }
+        out.push(verified.ok_or_else(|| refuse(reasons.join("; ")))?);
+    }
+    Ok(out)
 }
 
 /// DSSE v1 pre-authentication encoding: `DSSEv1 <len> <type> <len> <payload>`.
@@ -382,6 +499,129 @@ mod tests {
             ),
         );
         assert_eq!(verify(&regexp, &kat(), KAT_DIGEST), Ok(()));
+    }
+
+    /// `trusted_root.json` plus the public-good Sigstore TSA (`CN=sigstore-tsa` under
+    /// `CN=sigstore-tsa-selfsigned`, from `cosign trusted-root create --with-default-services`).
+    fn fulcio_with_tsa() -> CosignAuthority {
+        authority_in(
+            &vectors(),
+            &format!(
+                "[[cosign_certificates]]\nsigstore_trusted_root = \"sigstore-rs/trusted_root_with_tsa.json\"\n\
+                 identity = {KAT_IDENTITY:?}\nissuer = {KAT_ISSUER:?}"
+            ),
+        )
+    }
+
+    fn verify_times(auth: &CosignAuthority, bundle: &Value) -> Result<Vec<VerifiedTime>, String> {
+        let d: Digest = KAT_DIGEST.parse().expect("digest");
+        let exp = Expectation { digest: &d, docker_reference: None, now: now() };
+        verify_bundle_times(auth, &serde_json::to_vec(bundle).expect("json"), &exp)
+    }
+
+    fn signed_timestamp(b: &mut Value) -> &mut Value {
+        &mut b["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"]
+    }
+
+    #[test]
+    fn the_cosign_v3_bundle_timestamp_verifies_and_is_a_time_source() {
+        let utc = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+        let tsa = "sigstore-rs/trusted_root_with_tsa.json timestampAuthorities[0]";
+        assert_eq!(
+            verify_times(&fulcio_with_tsa(), &kat()),
+            Ok(vec![
+                VerifiedTime::Rekor(OffsetDateTime::from_unix_timestamp(1775719409).unwrap()),
+                // genTime 2026-04-09T07:23:29Z (accuracy 1 s), the leaf's first second.
+                VerifiedTime::Rfc3161 { at: utc("2026-04-09T07:23:29Z"), authority: tsa.into() },
+            ])
+        );
+        // Without timestamp authorities the timestamp is not checked and not a time source.
+        assert_eq!(
+            verify_times(&fulcio(KAT_IDENTITY, KAT_ISSUER), &kat()),
+            Ok(vec![VerifiedTime::Rekor(OffsetDateTime::from_unix_timestamp(1775719409).unwrap())])
+        );
+        // A bundle without timestamps still verifies with the Rekor time alone.
+        let mut b = kat();
+        b["verificationMaterial"].as_object_mut().unwrap().remove("timestampVerificationData");
+        assert_eq!(verify_times(&fulcio_with_tsa(), &b).map(|t| t.len()), Ok(1));
+    }
+
+    #[test]
+    fn a_tampered_or_foreign_timestamp_in_the_cosign_v3_bundle_is_refused() {
+        let auth = fulcio_with_tsa();
+        let prefix = "bundle RFC 3161 timestamp does not verify: ";
+        // A flipped bit in the TSA's signature (the last bytes of the response).
+        let mut b = kat();
+        let len = {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            b64.decode(signed_timestamp(&mut b).as_str().unwrap()).unwrap().len()
+        };
+        flip_b64(signed_timestamp(&mut b), len - 10);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("{prefix}the TSA's signature over the timestamp does not verify"))
+        );
+        // A flipped bit in the TSTInfo's message imprint (offset 69 + 2 + 3 + 11 + 15 + 4 into the
+        // response: inside hashedMessage), and the same token over another signature.
+        let mut b = kat();
+        flip_b64(signed_timestamp(&mut b), 110);
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("{prefix}the timestamp's message imprint is not the hash of this signature"))
+        );
+        let mut b = kat();
+        flip_b64(signed_timestamp(&mut b), 150);
+        let err = verify(&auth, &b, KAT_DIGEST).unwrap_err();
+        assert!(err.starts_with(prefix), "{err}");
+        // Garbage and a refused status.
+        let mut b = kat();
+        *signed_timestamp(&mut b) = json!("AAAA");
+        let err = verify(&auth, &b, KAT_DIGEST).unwrap_err();
+        assert!(err.starts_with(&format!("{prefix}not a TimeStampResp")), "{err}");
+        let mut b = kat();
+        flip_b64(signed_timestamp(&mut b), 8); // PKIStatus 0 -> 1 (grantedWithMods) still verifies
+        assert_eq!(verify(&auth, &b, KAT_DIGEST), Ok(()));
+        let mut b = kat();
+        *signed_timestamp(&mut b) = json!("MAUwAwIBAg=="); // status 2 (rejection), no token
+        assert_eq!(
+            verify(&auth, &b, KAT_DIGEST),
+            Err(format!("{prefix}the TSA did not grant the timestamp (PKIStatus 2)"))
+        );
+        // A TSA the trusted root does not list: the Fulcio-only root's authority is gone, and a
+        // trusted root whose only TSA is another one refuses.
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut tr = read_json("sigstore-rs/trusted_root_with_tsa.json");
+        let fulcio_root = tr["certificateAuthorities"][0]["certChain"]["certificates"][0].clone();
+        tr["timestampAuthorities"][0]["certChain"]["certificates"] = json!([fulcio_root]);
+        std::fs::write(dir.path().join("tr.json"), serde_json::to_vec(&tr).unwrap()).unwrap();
+        let other = authority_in(
+            dir.path(),
+            &format!(
+                "[[cosign_certificates]]\nsigstore_trusted_root = \"tr.json\"\n\
+                 identity = {KAT_IDENTITY:?}\nissuer = {KAT_ISSUER:?}"
+            ),
+        );
+        assert_eq!(
+            verify(&other, &kat(), KAT_DIGEST),
+            Err(format!("{prefix}the token does not include the TSA's certificate"))
+        );
+        // The authority's validFor must cover the timestamp.
+        let mut tr = read_json("sigstore-rs/trusted_root_with_tsa.json");
+        tr["timestampAuthorities"][0]["validFor"] = json!({"start": "2026-05-01T00:00:00Z"});
+        std::fs::write(dir.path().join("tr.json"), serde_json::to_vec(&tr).unwrap()).unwrap();
+        let later = authority_in(
+            dir.path(),
+            &format!(
+                "[[cosign_certificates]]\nsigstore_trusted_root = \"tr.json\"\n\
+                 identity = {KAT_IDENTITY:?}\nissuer = {KAT_ISSUER:?}"
+            ),
+        );
+        assert_eq!(
+            verify(&later, &kat(), KAT_DIGEST),
+            Err(format!(
+                "{prefix}its time 2026-04-09T07:23:29Z is outside the validFor of tr.json timestampAuthorities[0]"
+            ))
+        );
     }
 
     #[test]
@@ -633,7 +873,8 @@ mod tests {
             verify(&auth, &b, KAT_DIGEST),
             Err("DSSE envelope has 2 signatures; a bundle carries exactly one".into())
         );
-        // RFC 3161 timestamps are not used: without them the bundle verifies the same.
+        // Without timestamp authorities, RFC 3161 timestamps are not used: without them the bundle
+        // verifies the same.
         let mut b = kat();
         b["verificationMaterial"].as_object_mut().unwrap().remove("timestampVerificationData");
         assert_eq!(verify(&auth, &b, KAT_DIGEST), Ok(()));

@@ -126,6 +126,10 @@ pub enum CosignAuthority {
         issuer: Option<String>,
         /// When non-empty, a bundle is required and the chain is checked at its integratedTime.
         rekor: Vec<RekorKey>,
+        /// RFC 3161 timestamp authorities (`sigstore_trusted_root` only). When non-empty, every
+        /// timestamp in a Sigstore bundle must verify with one of them, and the certificate must
+        /// also be valid at each timestamp's time.
+        tsa: Vec<TimestampAuthority>,
     },
 }
 
@@ -199,7 +203,7 @@ impl CosignAuthority {
                 field(h, &(rekor.len() as u64).to_be_bytes());
                 rekor.iter().for_each(|k| k.fingerprint(h));
             }
-            CosignAuthority::Certificate { trust_name, roots, intermediates, identity, issuer, rekor } => {
+            CosignAuthority::Certificate { trust_name, roots, intermediates, identity, issuer, rekor, tsa } => {
                 field(h, b"cosign-certificate");
                 field(h, trust_name.as_bytes());
                 for set in [roots, intermediates] {
@@ -219,6 +223,17 @@ impl CosignAuthority {
                 field(h, issuer.as_deref().unwrap_or("\0none").as_bytes());
                 field(h, &(rekor.len() as u64).to_be_bytes());
                 rekor.iter().for_each(|k| k.fingerprint(h));
+                field(h, &(tsa.len() as u64).to_be_bytes());
+                for t in tsa {
+                    field(h, t.name.as_bytes());
+                    for set in [&t.roots, &t.intermediates] {
+                        field(h, &(set.len() as u64).to_be_bytes());
+                        set.iter().for_each(|d| field(h, d));
+                    }
+                    for bound in [t.valid_from, t.valid_until] {
+                        field(h, bound.map(|b| b.unix_timestamp().to_string()).unwrap_or_default().as_bytes());
+                    }
+                }
             }
         }
     }
@@ -231,6 +246,7 @@ fn certificate_authority(
     c: &mut Checker,
 ) -> Option<CosignAuthority> {
     let mut rekor: Vec<RekorKey> = Vec::new();
+    let mut tsa: Vec<TimestampAuthority> = Vec::new();
     let trust = match (&cc.roots, &cc.sigstore_trusted_root) {
         (Some(_), Some(_)) => {
             c.problem(
@@ -267,6 +283,7 @@ fn certificate_authority(
             c.read(&key, path).and_then(|f| match parse_sigstore_trusted_root(&f.name, &f.bytes) {
                 Ok(tr) => {
                     rekor.extend(tr.rekor_keys);
+                    tsa = tr.timestamp_authorities;
                     let (roots, inter) = x509::split_roots(tr.certificates);
                     Some((format!("sigstore_trusted_root {}", f.name), roots, inter))
                 }
@@ -335,6 +352,7 @@ fn certificate_authority(
         identity: identity?,
         issuer: cc.issuer.clone(),
         rekor,
+        tsa,
     })
 }
 
@@ -353,7 +371,27 @@ pub struct TrustedRoot {
     pub certificates: Vec<Certificate>,
     /// The transparency-log keys sigmirror can use (P-256/P-384/RSA); others are skipped.
     pub rekor_keys: Vec<RekorKey>,
+    /// The RFC 3161 timestamp authorities of `timestampAuthorities` (possibly none).
+    pub timestamp_authorities: Vec<TimestampAuthority>,
 }
+
+/// One `timestampAuthorities[]` entry of a `trusted_root.json`.
+#[derive(Clone, Debug)]
+pub struct TimestampAuthority {
+    /// `<file> timestampAuthorities[i]`, for messages.
+    pub name: String,
+    /// The self-signed certificates of its `certChain` (DER): the trust anchors.
+    pub roots: Vec<Vec<u8>>,
+    /// The other certificates of its `certChain` (DER): the TSA leaf and intermediates, which
+    /// Sigstore TSAs leave out of their tokens. Path-building material, not anchors.
+    pub intermediates: Vec<Vec<u8>>,
+    /// `validFor`: a timestamp whose time falls outside is not accepted.
+    pub valid_from: Option<OffsetDateTime>,
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+/// At most this many timestamp authorities are read from a trusted root (public good has one).
+const MAX_TIMESTAMP_AUTHORITIES: usize = 16;
 
 #[derive(Deserialize)]
 struct TrJson {
@@ -361,6 +399,16 @@ struct TrJson {
     certificate_authorities: Vec<TrCa>,
     #[serde(default)]
     tlogs: Vec<TrTlog>,
+    #[serde(default, rename = "timestampAuthorities")]
+    timestamp_authorities: Vec<TrTsa>,
+}
+
+#[derive(Deserialize)]
+struct TrTsa {
+    #[serde(rename = "certChain")]
+    cert_chain: TrChain,
+    #[serde(rename = "validFor")]
+    valid_for: Option<TrValidFor>,
 }
 
 #[derive(Deserialize)]
@@ -426,10 +474,7 @@ pub fn parse_sigstore_trusted_root(name: &str, bytes: &[u8]) -> Result<TrustedRo
     }
     let time = |s: &Option<String>, what: &str| -> Result<Option<OffsetDateTime>, String> {
         s.as_deref()
-            .map(|s| {
-                OffsetDateTime::parse(s, &Rfc3339)
-                    .map_err(|_| format!("tlog validFor.{what} {s:?} is not an RFC 3339 time"))
-            })
+            .map(|s| OffsetDateTime::parse(s, &Rfc3339).map_err(|_| format!("{what} {s:?} is not an RFC 3339 time")))
             .transpose()
     };
     let mut rekor_keys = Vec::new();
@@ -437,7 +482,7 @@ pub fn parse_sigstore_trusted_root(name: &str, bytes: &[u8]) -> Result<TrustedRo
         let Some(raw) = &t.public_key.raw_bytes else { continue };
         let der = b64.decode(raw).map_err(|_| format!("tlogs[{i}] publicKey is not base64"))?;
         let (from, until) = match &t.public_key.valid_for {
-            Some(v) => (time(&v.start, "start")?, time(&v.end, "end")?),
+            Some(v) => (time(&v.start, "tlog validFor.start")?, time(&v.end, "tlog validFor.end")?),
             None => (None, None),
         };
         if let Ok(k) = RekorKey::from_spki_der(format!("{name} tlogs[{i}]"), &der, from, until) {
@@ -447,7 +492,46 @@ pub fn parse_sigstore_trusted_root(name: &str, bytes: &[u8]) -> Result<TrustedRo
     if rekor_keys.is_empty() {
         return Err("lists no usable tlogs key (ECDSA or RSA)".into());
     }
-    Ok(TrustedRoot { certificates, rekor_keys })
+    if tr.timestamp_authorities.len() > MAX_TIMESTAMP_AUTHORITIES {
+        return Err(format!("has more than {MAX_TIMESTAMP_AUTHORITIES} timestampAuthorities"));
+    }
+    let mut timestamp_authorities = Vec::new();
+    for (i, t) in tr.timestamp_authorities.iter().enumerate() {
+        let (mut roots, mut intermediates) = (Vec::new(), Vec::new());
+        if t.cert_chain.certificates.len() > x509::MAX_CERTIFICATES {
+            return Err(format!("timestampAuthorities[{i}] has more than {} certificates", x509::MAX_CERTIFICATES));
+        }
+        for (j, raw) in t.cert_chain.certificates.iter().enumerate() {
+            let der = b64
+                .decode(&raw.raw_bytes)
+                .map_err(|_| format!("timestampAuthorities[{i}] certificate {j} is not base64"))?;
+            let cert =
+                Certificate::from_der(&der).map_err(|e| format!("timestampAuthorities[{i}] certificate {j} {e}"))?;
+            if cert.is_self_issued() {
+                roots.push(der);
+            } else {
+                intermediates.push(der);
+            }
+        }
+        if roots.is_empty() {
+            return Err(format!("timestampAuthorities[{i}] certChain has no self-signed root certificate"));
+        }
+        let (valid_from, valid_until) = match &t.valid_for {
+            Some(v) => (
+                time(&v.start, &format!("timestampAuthorities[{i}] validFor.start"))?,
+                time(&v.end, &format!("timestampAuthorities[{i}] validFor.end"))?,
+            ),
+            None => (None, None),
+        };
+        timestamp_authorities.push(TimestampAuthority {
+            name: format!("{name} timestampAuthorities[{i}]"),
+            roots,
+            intermediates,
+            valid_from,
+            valid_until,
+        });
+    }
+    Ok(TrustedRoot { certificates, rekor_keys, timestamp_authorities })
 }
 
 /// What the signature must be about.

@@ -22,7 +22,7 @@ mod crypto;
 mod der;
 mod envelope;
 mod jws;
-mod timestamp;
+pub(crate) mod timestamp;
 pub mod trustpolicy;
 pub mod truststore;
 
@@ -338,7 +338,7 @@ impl NotationVerifier {
             );
         };
         let roots: Vec<&truststore::TrustedCert> = tsa.iter().flat_map(|r| self.store.certs(r).iter()).collect();
-        let stamp = match timestamp::verify(token, &env.signature, &roots) {
+        let stamp = match timestamp::verify_in_store(token, &env.signature, &roots) {
             Ok(s) => s,
             Err(e) => {
                 return run.fail(

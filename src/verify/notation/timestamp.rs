@@ -9,6 +9,10 @@
 //! store root and meets the timestamping certificate rules, and every TSA
 //! certificate was valid at `genTime`. Anything else is an error, so an
 //! unverifiable timestamp never counts as proof.
+//!
+//! The same check serves Sigstore bundles (`timestampVerificationData`), whose
+//! tokens arrive wrapped in a TimeStampResp ([`token_of_response`]) and whose
+//! TSA certificates usually come from `trusted_root.json` rather than the token.
 
 use sha2::Digest as _;
 use time::{Duration, OffsetDateTime};
@@ -30,10 +34,11 @@ const OID_BASELINE_POLICY: &str = "0.4.0.2023.1.1";
 const MAX_TOKEN: usize = 64 << 10;
 const MAX_TOKEN_CERTS: usize = 10;
 
-/// A verified timestamp: the interval the signature provably existed in, and
-/// the TSA chain (signer first, trust store root last).
+/// A verified timestamp: the TSA's time, the interval the signature provably
+/// existed in, and the TSA chain (signer first, trust store root last).
 #[derive(Debug)]
 pub struct Stamp {
+    pub gen_time: OffsetDateTime,
     pub lower: OffsetDateTime,
     pub upper: OffsetDateTime,
     pub chain: Vec<Vec<u8>>,
@@ -79,19 +84,54 @@ fn alg_oid(t: &Tlv) -> Result<String, String> {
     der::oid_string(oid.value)
 }
 
-/// Verifies `token` as a timestamp over `signature`, anchored in `roots`.
-pub fn verify(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<Stamp, String> {
-    if token.len() > MAX_TOKEN {
-        return Err(format!("the token is {} bytes, more than {MAX_TOKEN}", token.len()));
+/// The certificates a timestamp may be anchored in.
+pub(crate) struct TsaTrust<'a> {
+    /// Trust anchors (DER): the TSA chain must end in one of them (or the TSA
+    /// certificate must be one of them, byte for byte).
+    pub roots: &'a [&'a [u8]],
+    /// Path-building material only (DER), for when the token does not carry
+    /// the TSA certificate or its intermediates; trust still comes from `roots`.
+    pub intermediates: &'a [&'a [u8]],
+    /// What `roots` are, for messages ("tsa trust store").
+    pub roots_name: &'a str,
+}
+
+impl TsaTrust<'_> {
+    /// A notation `tsa` trust store: anchors only.
+    fn store<'a>(roots: &'a [&'a [u8]]) -> TsaTrust<'a> {
+        TsaTrust { roots, intermediates: &[], roots_name: "tsa trust store" }
     }
+}
+
+/// Verifies a notation timestamp countersignature: `token` over `signature`,
+/// anchored in the `tsa` trust store certificates `roots`.
+pub fn verify_in_store(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<Stamp, String> {
     if roots.is_empty() {
         return Err("the trust policy lists no tsa certificates".into());
     }
+    let ders: Vec<&[u8]> = roots.iter().map(|r| r.der.as_slice()).collect();
+    verify(token, signature, &TsaTrust::store(&ders))
+}
+
+/// Verifies `token` (a DER TimeStampToken, i.e. CMS ContentInfo) as an RFC 3161
+/// timestamp over `signed`: the message imprint must be the hash of these bytes,
+/// and the TSA chain must reach one of `trust.roots`. Returns the verified time.
+pub(crate) fn verify(token: &[u8], signed: &[u8], trust: &TsaTrust) -> Result<Stamp, String> {
+    if token.len() > MAX_TOKEN {
+        return Err(format!("the token is {} bytes, more than {MAX_TOKEN}", token.len()));
+    }
+    if trust.roots.is_empty() {
+        return Err(format!("no {} certificate is configured", trust.roots_name));
+    }
+    if trust.intermediates.len() > MAX_TOKEN_CERTS {
+        return Err(format!("more than {MAX_TOKEN_CERTS} TSA intermediate certificates are configured"));
+    }
+    let roots = trust.roots;
     let parsed = parse_token(token).map_err(|e| format!("the token is not an RFC 3161 timestamp token: {e}"))?;
 
     // The TSTInfo must be about this signature.
     let imprint_hash = Hash::from_oid(&parsed.imprint_alg).map_err(|e| format!("message imprint: {e}"))?;
-    if imprint_hash.digest(signature) != parsed.imprint {
+    if imprint_hash.digest(signed) != parsed.imprint {
         return Err("the timestamp's message imprint is not the hash of this signature".into());
     }
 
@@ -104,21 +144,27 @@ pub fn verify(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<
         return Err("the signed message-digest attribute does not match the TSTInfo".into());
     }
 
-    // Find the TSA certificate among the token's certificates.
-    let certs: Vec<X509Certificate> = parsed.certs.iter().map(|d| chain::parse(d)).collect::<Result<_, _>>()?;
+    // Find the TSA certificate among the token's certificates and the
+    // configured intermediates (a Sigstore TSA leaves its certificate out).
+    let ders: Vec<&[u8]> = parsed.certs.iter().chain(trust.intermediates).copied().collect();
+    let certs: Vec<X509Certificate> = ders.iter().map(|d| chain::parse(d)).collect::<Result<_, _>>()?;
     let signer_idx = certs
         .iter()
         .position(|c| match &parsed.sid {
             SignerId::IssuerSerial { issuer, serial } => c.issuer().as_raw() == *issuer && c.raw_serial() == *serial,
             SignerId::Ski(ski) => subject_key_id(c).as_deref() == Some(*ski),
         })
-        .ok_or("the token does not include the TSA's certificate")?;
+        .ok_or(if trust.intermediates.is_empty() {
+            "the token does not include the TSA's certificate"
+        } else {
+            "neither the token nor the configured TSA certificates include the TSA's certificate"
+        })?;
     let signer = &certs[signer_idx];
 
     // signingCertificateV2 names that certificate by hash.
     let (ess_hash, ess_value) =
         parsed.signing_cert_v2.as_ref().ok_or("the token has no signingCertificateV2 attribute")?;
-    if ess_hash.digest(parsed.certs[signer_idx]) != *ess_value {
+    if ess_hash.digest(ders[signer_idx]) != *ess_value {
         return Err("the signingCertificateV2 attribute does not name the TSA's certificate".into());
     }
 
@@ -127,29 +173,30 @@ pub fn verify(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<
 
     // Build the chain to a tsa root: the root must be in the store (byte
     // equal), or issue the last certificate we have.
-    let mut path: Vec<Vec<u8>> = vec![parsed.certs[signer_idx].to_vec()];
+    let mut path: Vec<Vec<u8>> = vec![ders[signer_idx].to_vec()];
     let mut current = signer_idx;
-    let mut anchored = roots.iter().any(|r| r.der == parsed.certs[signer_idx]);
+    let mut anchored = roots.iter().any(|r| *r == ders[signer_idx]);
     while !anchored {
         if path.len() > MAX_TOKEN_CERTS {
             return Err("the TSA chain is too long".into());
         }
         let cur = &certs[current];
-        if let Some(root) =
-            roots.iter().find(|r| chain::parse(&r.der).is_ok_and(|rc| chain::issued_by(cur, &rc).is_ok()))
-        {
-            path.push(root.der.clone());
+        if let Some(root) = roots.iter().find(|r| chain::parse(r).is_ok_and(|rc| chain::issued_by(cur, &rc).is_ok())) {
+            path.push(root.to_vec());
             anchored = true;
-        } else if let Some(next) = certs.iter().enumerate().position(|(i, c)| {
-            !path.iter().any(|p| p.as_slice() == parsed.certs[i]) && chain::issued_by(cur, c).is_ok()
-        }) {
-            path.push(parsed.certs[next].to_vec());
+        } else if let Some(next) = certs
+            .iter()
+            .enumerate()
+            .position(|(i, c)| !path.iter().any(|p| p.as_slice() == ders[i]) && chain::issued_by(cur, c).is_ok())
+        {
+            path.push(ders[next].to_vec());
             current = next;
-            anchored = roots.iter().any(|r| r.der == parsed.certs[next]);
+            anchored = roots.iter().any(|r| *r == ders[next]);
         } else {
             return Err(format!(
-                "the TSA certificate {:?} does not chain to a tsa trust store certificate",
-                chain::subject_of(signer)
+                "the TSA certificate {:?} does not chain to a {} certificate",
+                chain::subject_of(signer),
+                trust.roots_name
             ));
         }
     }
@@ -175,7 +222,29 @@ pub fn verify(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<
     // Checked: a hostile accuracy near the end of the calendar must not panic.
     let lower = parsed.gen_time.checked_sub(accuracy).ok_or("the timestamp's accuracy is out of range")?;
     let upper = parsed.gen_time.checked_add(accuracy).ok_or("the timestamp's accuracy is out of range")?;
-    Ok(Stamp { lower, upper, chain: path })
+    Ok(Stamp { gen_time: parsed.gen_time, lower, upper, chain: path })
+}
+
+/// The TimeStampToken inside a DER `TimeStampResp` (RFC 3161 §2.4.2), which is
+/// what a Sigstore bundle's `signedTimestamp` holds. The status must be
+/// granted (0) or grantedWithMods (1), and a token must be present.
+pub(crate) fn token_of_response(resp: &[u8]) -> Result<&[u8], String> {
+    if resp.len() > MAX_TOKEN + 1024 {
+        return Err(format!("the response is {} bytes, more than {}", resp.len(), MAX_TOKEN + 1024));
+    }
+    let seq = der::exactly(resp, der::SEQUENCE, "TimeStampResp").map_err(|e| format!("not a TimeStampResp: {e}"))?;
+    let mut r = Reader::new(seq.value);
+    let status_info = r.expect(der::SEQUENCE, "PKIStatusInfo").map_err(|e| format!("not a TimeStampResp: {e}"))?;
+    let status = der::small_uint(Reader::new(status_info.value).expect(der::INTEGER, "PKIStatus")?.value)
+        .map_err(|e| format!("PKIStatus: {e}"))?;
+    if status > 1 {
+        return Err(format!("the TSA did not grant the timestamp (PKIStatus {status})"));
+    }
+    let token = r.expect(der::SEQUENCE, "timeStampToken").map_err(|_| "the response has no timeStampToken")?;
+    if !r.is_empty() {
+        return Err("the TimeStampResp has trailing data".into());
+    }
+    Ok(token.raw)
 }
 
 enum SignerId<'a> {
@@ -496,7 +565,8 @@ mod tests {
     fn garbage_tokens_are_refused_without_panicking() {
         let root = TrustedCert { der: vec![0x30, 0x00], file: "x".into(), subject: "x".into() };
         for t in [&b""[..], b"\x30", b"\x30\x03\x06\x01\x00", b"\x30\x80\x00\x00", &[0x30; 64][..]] {
-            assert!(verify(t, b"sig", &[&root]).is_err());
+            assert!(verify_in_store(t, b"sig", &[&root]).is_err());
+            assert!(token_of_response(t).is_err());
         }
     }
 }
