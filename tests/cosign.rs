@@ -42,16 +42,6 @@ fn assert_refused(r: &Response, digest: &str, reason: &str) {
     assert!(msg.contains(reason), "message should say {reason:?}: {msg}");
 }
 
-fn metric(m: &Sigmirror, line_prefix: &str) -> u64 {
-    let text = http("GET", &format!("{}/metrics", m.url()), &[]).text();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_cosign_signed_image_is_served_by_tag_and_digest_with_head_and_get() {
     let registry = Registry::start();
@@ -192,7 +182,7 @@ fn a_signature_manifest_with_thousands_of_layers_is_refused_without_fetching_the
         &image.digest,
         "has 5000 layers, more than the 64 sigmirror examines",
     );
-    assert_eq!(metric(&m, "sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"blob\"}"), 0);
+    assert_eq!(m.metric("sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"blob\"}"), 0);
 }
 
 #[test]
@@ -259,11 +249,11 @@ fn fifty_concurrent_heads_for_a_cold_digest_run_one_verification_and_one_signatu
     for t in threads {
         assert_eq!(t.join().unwrap(), Ok(200));
     }
-    assert_eq!(metric(&m, "sigmirror_verifications_total{policy=\"releases\"}"), 1);
+    assert_eq!(m.metric("sigmirror_verifications_total{policy=\"releases\"}"), 1);
     // One fetch of the image manifest, one of the .sig manifest, one payload blob.
-    assert_eq!(metric(&m, "sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"manifest\"}"), 2);
-    assert_eq!(metric(&m, "sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"blob\"}"), 1);
-    assert_eq!(metric(&m, "sigmirror_decisions_total{decision=\"allow\",policy=\"releases\"}"), 50);
+    assert_eq!(m.metric("sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"manifest\"}"), 2);
+    assert_eq!(m.metric("sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"blob\"}"), 1);
+    assert_eq!(m.metric("sigmirror_decisions_total{decision=\"allow\",policy=\"releases\"}"), 50);
 }
 
 #[test]

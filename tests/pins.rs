@@ -45,15 +45,6 @@ fn get(m: &Sigmirror, reference: &str) -> Response {
     http("GET", &format!("{}/v2/{REPO}/manifests/{reference}?ns={NS}", m.url()), &[("Accept", MANIFEST_ACCEPT)])
 }
 
-fn metric(m: &Sigmirror, prefix: &str) -> u64 {
-    let text = http("GET", &format!("{}/metrics", m.url()), &[]).text();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
-}
-
 fn cli(m: &Sigmirror, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sigmirror"))
         .args(["pins", "--config", m.config_path().to_str().unwrap()])
@@ -102,7 +93,7 @@ fn a_moved_tag_is_refused_under_deny_and_the_move_is_recorded() {
     assert!(msg.contains(&format!("tag v1 of team-a/app was pinned to {} on 20", first.digest)), "{msg}");
     assert!(msg.contains(&format!("; upstream now serves {}", second.digest)), "{msg}");
     assert!(m.logs().contains(&msg), "the decision log should carry the same words:\n{}", m.logs());
-    assert_eq!(metric(&m, "sigmirror_tag_moves_total{policy=\"releases\"}"), 1);
+    assert_eq!(m.metric("sigmirror_tag_moves_total{policy=\"releases\"}"), 1);
     // HEAD is refused too (containerd resolves with HEAD).
     let head = http("HEAD", &format!("{}/v2/{REPO}/manifests/v1?ns={NS}", m.url()), &[("Accept", MANIFEST_ACCEPT)]);
     assert_eq!(head.status, 403);
@@ -169,13 +160,13 @@ fn a_pinned_tag_is_served_without_an_upstream_request() {
     let image = push_signed(&registry, "v1", "no-roundtrip", &key);
     let m = pinning_mirror(&registry, &key, "deny", 3600, "");
     assert_eq!(get(&m, "v1").status, 200);
-    let before = metric(&m, "sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"manifest\"}");
+    let before = m.metric("sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"manifest\"}");
     assert!(before >= 2, "the first fetch resolves the tag and the signature upstream");
     for _ in 0..5 {
         let r = get(&m, "v1");
         assert_eq!(r.header("docker-content-digest"), Some(image.digest.as_str()));
     }
-    let after = metric(&m, "sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"manifest\"}");
+    let after = m.metric("sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"manifest\"}");
     assert_eq!(after, before, "a pinned tag went upstream");
 }
 

@@ -702,6 +702,18 @@ impl Sigmirror {
         last
     }
 
+    /// The value of the first `/metrics` line starting with `line_prefix`
+    /// (metric name and labels), or 0 when there is none yet.
+    pub fn metric(&self, line_prefix: &str) -> u64 {
+        let text = http("GET", &format!("{}/metrics", self.url()), &[]).text();
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
