@@ -502,8 +502,8 @@ impl Policy {
             if evidence.len() == MAX_BUNDLE_REFERRERS {
                 break;
             }
-            evidence.push(match bundle_referrer(up, repo, &d, digest).await? {
-                Ok(json) => CosignEvidence::Bundle(json),
+            evidence.push(match referrer_blob(up, repo, &d, digest, &BUNDLE_REFERRER).await? {
+                Ok((_, json)) => CosignEvidence::Bundle(json),
                 Err(reason) => CosignEvidence::Unusable(format!("sigstore bundle: {reason}")),
             });
         }
@@ -538,10 +538,10 @@ impl Policy {
         };
         let mut reasons = Vec::new();
         for d in descriptors.iter().take(MAX_NOTATION_SIGNATURES) {
-            let envelope = match notation_envelope(up, subject.repo, d, digest).await? {
+            let envelope = match referrer_blob(up, subject.repo, d, digest, &NOTATION_REFERRER).await? {
                 Ok(e) => e,
                 Err(reason) => {
-                    reasons.push(reason);
+                    reasons.push(format!("notation: {reason}"));
                     continue;
                 }
             };
@@ -685,97 +685,98 @@ async fn referrers(
         .collect()))
 }
 
-/// Fetches one bundle referrer manifest and its bundle blob, checking that it
-/// is a Sigstore bundle whose subject is `digest`. The `Err` is a reason.
-async fn bundle_referrer(
+/// A kind of signature stored as an OCI referrer: a manifest whose `subject`
+/// is the signed image and whose single layer is the signature blob. Sigstore
+/// bundles and Notation envelopes differ only in these fields.
+struct ReferrerKind {
+    /// What the referrer manifest is called in reasons.
+    manifest: &'static str,
+    /// What its layer blob is called in reasons.
+    blob: &'static str,
+    max_blob_bytes: usize,
+    is_kind: fn(&ImageManifest) -> bool,
+    /// What a manifest of another kind is said not to be.
+    kind_name: &'static str,
+    layer_ok: fn(&str) -> bool,
+    /// The reason when the blob's bytes do not hash to its descriptor:
+    /// tampering, not an outage.
+    mismatch: fn(&Digest) -> String,
+}
+
+const BUNDLE_REFERRER: ReferrerKind = ReferrerKind {
+    manifest: "referrer manifest",
+    blob: "bundle",
+    max_blob_bytes: bundle::MAX_BUNDLE_BYTES,
+    is_kind: |m| m.artifact_type.as_deref() == Some(BUNDLE_ARTIFACT_TYPE),
+    kind_name: "sigstore bundle",
+    layer_ok: |mt| mt.starts_with("application/vnd.dev.sigstore.bundle"),
+    mismatch: |d| format!("bundle digest mismatch for {d}"),
+};
+
+const NOTATION_REFERRER: ReferrerKind = ReferrerKind {
+    manifest: "signature manifest",
+    blob: "envelope",
+    max_blob_bytes: MAX_ENVELOPE_BYTES,
+    // Older notation marks the type only as the config media type.
+    is_kind: |m| {
+        m.artifact_type.as_deref() == Some(NOTATION_ARTIFACT_TYPE)
+            || m.config.as_ref().is_some_and(|c| c.media_type == NOTATION_ARTIFACT_TYPE)
+    },
+    kind_name: "notation signature",
+    // The envelope's media type is checked by the verifier.
+    layer_ok: |_| true,
+    mismatch: |_| "integrity validation failed: envelope digest mismatch".to_string(),
+};
+
+/// Fetches one referrer manifest of `kind` and its layer blob, checking that
+/// it is of that kind and that its subject is `digest`. Returns the layer's
+/// media type and bytes; the inner `Err` is a denial reason, the outer one an
+/// upstream failure.
+async fn referrer_blob(
     up: &UpstreamClient,
     repo: &str,
     d: &Descriptor,
     digest: &Digest,
-) -> Result<Result<Vec<u8>, String>, UpstreamError> {
+    kind: &ReferrerKind,
+) -> Result<Result<(String, Vec<u8>), String>, UpstreamError> {
+    let (what, blob) = (kind.manifest, kind.blob);
     let Ok(ref_digest) = d.digest.parse::<Digest>() else {
         return Ok(Err(format!("referrer digest {:?} is invalid", d.digest)));
     };
     let Some(m) = up.optional_manifest(repo, &ManifestRef::Digest(ref_digest.clone()), media::OCI_MANIFEST).await?
     else {
-        return Ok(Err(format!("referrer manifest {ref_digest} is missing")));
+        return Ok(Err(format!("{what} {ref_digest} is missing")));
     };
     let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
         Ok(p) => p,
-        Err(e) => return Ok(Err(format!("referrer manifest {ref_digest} is malformed: {e}"))),
+        Err(e) => return Ok(Err(format!("{what} {ref_digest} is malformed: {e}"))),
     };
-    if parsed.artifact_type.as_deref() != Some(BUNDLE_ARTIFACT_TYPE) {
-        return Ok(Err(format!("referrer {ref_digest} is not a sigstore bundle")));
+    if !(kind.is_kind)(&parsed) {
+        return Ok(Err(format!("{what} {ref_digest} is not a {}", kind.kind_name)));
     }
     if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
-        return Ok(Err(format!("referrer manifest {ref_digest} has another subject")));
+        return Ok(Err(format!("{what} {ref_digest} has another subject")));
     }
     let [layer] = parsed.layers.as_slice() else {
-        return Ok(Err(format!("referrer manifest {ref_digest} must have exactly one layer")));
+        return Ok(Err(format!("{what} {ref_digest} must have exactly one layer")));
     };
-    if !layer.media_type.starts_with("application/vnd.dev.sigstore.bundle") {
+    if !(kind.layer_ok)(&layer.media_type) {
         return Ok(Err(format!(
-            "referrer manifest {ref_digest} layer is {}, not a bundle",
-            crate::verify::keys::truncate(&layer.media_type, 100)
+            "{what} {ref_digest} layer is {}, not a {}",
+            crate::verify::keys::truncate(&layer.media_type, 100),
+            kind.kind_name
         )));
     }
     let Ok(blob_digest) = layer.digest.parse::<Digest>() else {
-        return Ok(Err(format!("bundle digest {:?} is invalid", layer.digest)));
+        return Ok(Err(format!("{blob} digest {:?} is invalid", layer.digest)));
     };
-    if layer.size > bundle::MAX_BUNDLE_BYTES as u64 {
-        return Ok(Err(format!("bundle is {} bytes, more than {}", layer.size, bundle::MAX_BUNDLE_BYTES)));
+    if layer.size > kind.max_blob_bytes as u64 {
+        return Ok(Err(format!("{blob} is {} bytes, more than {}", layer.size, kind.max_blob_bytes)));
     }
-    match up.small_blob(repo, &blob_digest, bundle::MAX_BUNDLE_BYTES).await {
-        Ok(b) => Ok(Ok(b.to_vec())),
-        // Bytes that do not hash to their descriptor are tampering, not an outage.
-        Err(UpstreamError::DigestMismatch { .. }) => Ok(Err(format!("bundle digest mismatch for {blob_digest}"))),
-        Err(UpstreamError::NotFound) => Ok(Err(format!("bundle {blob_digest} is missing upstream"))),
-        Err(e) => Err(e),
-    }
-}
-
-/// Fetches one Notation signature manifest and its envelope blob, checking
-/// that it is a Notation signature whose subject is `digest`.
-async fn notation_envelope(
-    up: &UpstreamClient,
-    repo: &str,
-    d: &Descriptor,
-    digest: &Digest,
-) -> Result<Result<(String, Vec<u8>), String>, UpstreamError> {
-    let Ok(sig_digest) = d.digest.parse::<Digest>() else {
-        return Ok(Err(format!("notation: referrer digest {:?} is invalid", d.digest)));
-    };
-    let Some(m) = up.optional_manifest(repo, &ManifestRef::Digest(sig_digest.clone()), media::OCI_MANIFEST).await?
-    else {
-        return Ok(Err(format!("notation: signature manifest {sig_digest} is missing")));
-    };
-    let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(format!("notation: signature manifest {sig_digest} is malformed: {e}"))),
-    };
-    let is_notation = parsed.artifact_type.as_deref() == Some(NOTATION_ARTIFACT_TYPE)
-        || parsed.config.as_ref().is_some_and(|c| c.media_type == NOTATION_ARTIFACT_TYPE);
-    if !is_notation {
-        return Ok(Err(format!("notation: {sig_digest} is not a notation signature")));
-    }
-    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
-        return Ok(Err(format!("notation: signature manifest {sig_digest} has another subject")));
-    }
-    let [layer] = parsed.layers.as_slice() else {
-        return Ok(Err(format!("notation: signature manifest {sig_digest} must have exactly one layer")));
-    };
-    let Ok(blob_digest) = layer.digest.parse::<Digest>() else {
-        return Ok(Err(format!("notation: envelope digest {:?} is invalid", layer.digest)));
-    };
-    if layer.size > MAX_ENVELOPE_BYTES as u64 {
-        return Ok(Err(format!("notation: envelope is {} bytes, more than {MAX_ENVELOPE_BYTES}", layer.size)));
-    }
-    match up.small_blob(repo, &blob_digest, MAX_ENVELOPE_BYTES).await {
+    match up.small_blob(repo, &blob_digest, kind.max_blob_bytes).await {
         Ok(b) => Ok(Ok((layer.media_type.clone(), b.to_vec()))),
-        Err(UpstreamError::DigestMismatch { .. }) => {
-            Ok(Err("notation: integrity validation failed: envelope digest mismatch".into()))
-        }
-        Err(UpstreamError::NotFound) => Ok(Err(format!("notation: envelope {blob_digest} is missing"))),
+        Err(UpstreamError::DigestMismatch { .. }) => Ok(Err((kind.mismatch)(&blob_digest))),
+        Err(UpstreamError::NotFound) => Ok(Err(format!("{blob} {blob_digest} is missing upstream"))),
         Err(e) => Err(e),
     }
 }

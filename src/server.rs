@@ -312,8 +312,17 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
 fn deny_outside_scope(registry: &str, repo: &str, what: &str) -> Error {
     let sep = if what.starts_with('@') { "" } else { " " };
     let image = format!("{registry}/{repo}{sep}{what}");
-    let reason = format!("no policy's scope matches {registry}/{repo}");
-    Error::Denied { message: format!("sigmirror refused {image}: {reason}"), policy: None, image, reason }
+    refuse(None, format!("no policy's scope matches {registry}/{repo}"), image, what)
+}
+
+/// The one place a refusal becomes an error: it is logged and counted as a
+/// decision first, so every refusal a client sees is in the audit trail in
+/// the same words.
+fn refuse(policy: Option<String>, reason: String, image: String, reference: &str) -> Error {
+    let verdict = Verdict::Deny { policy: policy.clone(), reason: reason.clone() };
+    log_decision(&verdict, &image, reference);
+    let message = verdict.refusal_message(&image).unwrap_or_default();
+    Error::Denied { message, policy, image, reason }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -347,15 +356,12 @@ fn respond(
     head: bool,
 ) -> Result<Response<Body>, Error> {
     let image = format!("{registry}/{repo}@{}", manifest.digest);
-    log_decision(&verdict, &image, reference);
     match verdict {
-        Verdict::Allow { .. } => Ok(bytes_response(&manifest.media_type, manifest.bytes, Some(&manifest.digest), head)),
-        Verdict::Deny { ref policy, ref reason } => Err(Error::Denied {
-            message: verdict.refusal_message(&image).unwrap_or_default(),
-            policy: policy.clone(),
-            image,
-            reason: reason.clone(),
-        }),
+        Verdict::Allow { .. } => {
+            log_decision(&verdict, &image, &reference.to_string());
+            Ok(bytes_response(&manifest.media_type, manifest.bytes, Some(&manifest.digest), head))
+        }
+        Verdict::Deny { policy, reason } => Err(refuse(policy, reason, image, &reference.to_string())),
     }
 }
 
@@ -412,11 +418,7 @@ async fn serve_immutable_tag(
     if let Some((seen, _)) = app.moved.get(&key) {
         if policy.on_tag_move == OnTagMove::Deny {
             let image = format!("{registry}/{repo}:{tag}");
-            let reason = tag_moved_reason(&pin, &seen);
-            let verdict = Verdict::Deny { policy: Some(policy.name.clone()), reason: reason.clone() };
-            let message = verdict.refusal_message(&image).unwrap_or_default();
-            tracing::info!(target: "sigmirror::decision", decision = "deny", policy = %policy.name, %image, "{message}");
-            return Err(Error::Denied { message, policy: Some(policy.name.clone()), image, reason });
+            return Err(refuse(Some(policy.name.clone()), tag_moved_reason(&pin, &seen), image, tag));
         }
     }
     let (manifest, verdict) =
@@ -425,7 +427,7 @@ async fn serve_immutable_tag(
 }
 
 /// One line per decision: the audit trail of what was served and refused.
-pub fn log_decision(v: &Verdict, image: &str, reference: &ManifestRef) {
+pub fn log_decision(v: &Verdict, image: &str, reference: &str) {
     let (decision, policy) = match v {
         Verdict::Allow { policy, .. } => ("allow", policy.clone()),
         Verdict::Deny { policy, .. } => ("deny", policy.clone().unwrap_or_else(|| "-".into())),
