@@ -433,6 +433,15 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
             (false, "")
         };
         let host = host.trim_end_matches('/');
+        // Credentials in the URL would be printed wherever the URL is (start-up
+        // warnings, logs) and sent to whatever host a redirect names.
+        if host.contains('@') {
+            c.problem(
+                key("url"),
+                format!("{:?} carries credentials (user:password@)", redact_userinfo(&u.url)),
+                "remove them from the url; set username and password_file instead",
+            );
+        }
         if host.is_empty() || host.contains('/') {
             c.problem(
                 key("url"),
@@ -475,4 +484,13 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
         });
     }
     out
+}
+
+/// The url with anything before `@` in its authority replaced, so a problem
+/// report never repeats a password.
+fn redact_userinfo(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
+        _ => url.to_string(),
+    }
 }

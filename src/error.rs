@@ -39,6 +39,9 @@ pub enum Error {
     Denied { message: String, policy: Option<String>, image: String, reason: String },
     #[error("{err}")]
     Upstream { resource: Resource, err: Arc<UpstreamError> },
+    /// The manifest exists but is of a type the client's `Accept` excludes.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// The pin store failed: we cannot know whether the tag may be served.
     #[error("pin store unavailable: {0}")]
     Pins(#[from] crate::pins::PinError),
@@ -78,6 +81,8 @@ impl Error {
                 Some(serde_json::json!({ "policy": policy, "image": image, "reason": reason })),
             ),
             Error::Pins(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
+            // What distribution answers a client that cannot accept an index.
+            Error::NotAcceptable(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", None),
             Error::Upstream { resource, err } => match (&**err, resource) {
                 (U::NotFound, Resource::Manifest) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", None),
                 (U::NotFound, Resource::Blob) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN", None),

@@ -26,6 +26,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod listing;
 pub mod metrics;
 pub mod oci;
 pub mod pins;

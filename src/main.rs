@@ -123,6 +123,17 @@ async fn serve(config: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     let app = Arc::new(App::new(state, Some(pins)));
+    // Fail closed: without the recorded moves a moved tag would be served.
+    match app.load_moves().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            "{n} pinned tag(s) moved upstream before this start; they stay refused under on_tag_move = \"deny\""
+        ),
+        Err(e) => {
+            eprintln!("cannot load recorded tag moves from the pin store: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match sigmirror::run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,6 +16,29 @@ pub mod media {
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     /// What we ask upstream for when the client sends no `Accept` header.
     pub const DEFAULT_ACCEPT: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+    /// Every manifest type sigmirror serves, as one `Accept` value. Pins and
+    /// their revalidation resolve tags with exactly this, whatever the client
+    /// sent: registries answer a narrower `Accept` with another object
+    /// (distribution rewrites a Docker manifest list to its linux/amd64
+    /// child), so a client's header must never decide what a tag is pinned to.
+    pub const ALL_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
+        application/vnd.oci.image.manifest.v1+json, \
+        application/vnd.docker.distribution.manifest.list.v2+json, \
+        application/vnd.docker.distribution.manifest.v2+json";
+
+    /// Whether `media_type` is a multi-platform index (OCI index or Docker list).
+    pub fn is_index(media_type: &str) -> bool {
+        media_type == OCI_INDEX || media_type == DOCKER_LIST
+    }
+
+    /// Whether a client's `Accept` header admits `media_type`: listed exactly
+    /// (parameters ignored), or by `*/*` or `application/*`.
+    pub fn accepts(accept: &str, media_type: &str) -> bool {
+        accept
+            .split(',')
+            .map(|v| v.split(';').next().unwrap_or("").trim())
+            .any(|v| v.eq_ignore_ascii_case(media_type) || v == "*/*" || v.eq_ignore_ascii_case("application/*"))
+    }
 }
 
 /// A content digest `sha256:<64 lowercase hex>`.
@@ -335,5 +358,22 @@ mod tests {
         let r: ImageRef = format!("docker.io/x@{D}").parse().unwrap();
         assert_eq!(r.reference, ManifestRef::Digest(D.parse().unwrap()));
         assert!("nope".parse::<ImageRef>().is_err());
+    }
+
+    #[test]
+    fn accept_headers_admit_listed_types_and_wildcards_only() {
+        use media::*;
+        let containerd =
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json;q=0.9";
+        assert!(accepts(containerd, OCI_INDEX));
+        assert!(accepts(containerd, DOCKER_MANIFEST));
+        assert!(!accepts(containerd, DOCKER_LIST));
+        assert!(accepts("*/*", DOCKER_LIST));
+        assert!(accepts("application/*", OCI_INDEX));
+        assert!(!accepts("", OCI_INDEX));
+        assert!(!accepts("application/vnd.oci.image.index.v1+jsonx", OCI_INDEX));
+        for t in DEFAULT_ACCEPT {
+            assert!(accepts(ALL_MANIFESTS, t), "{t}");
+        }
     }
 }

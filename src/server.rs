@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 use crate::cache::{ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
 use crate::config::{Config, Mode, OnTagMove};
 use crate::error::{Body, BoxError, Error, Resource};
+use crate::listing;
 use crate::metrics::{DecisionLabels, PolicyLabels, METRICS};
 use crate::oci::{media, parse_route, Digest, ManifestRef, Route};
 use crate::pins::{MoveEvent, Pin, PinStore};
@@ -76,9 +77,11 @@ impl State {
     ) -> Result<(Manifest, Verdict), Error> {
         let manifest = match reference {
             ManifestRef::Digest(d) => {
+                // The bytes of a digest do not depend on Accept, and the cache is
+                // shared by every client: ask for every type we serve.
                 let key = ManifestKey { registry: registry.into(), repo: repo.into(), digest: d.clone() };
                 self.manifests
-                    .get_or_fetch(key, up.manifest(repo, reference, accept))
+                    .get_or_fetch(key, up.manifest(repo, reference, media::ALL_MANIFESTS))
                     .await
                     .map_err(|e| Error::upstream(Resource::Manifest, e))?
             }
@@ -163,6 +166,24 @@ impl App {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Loads the moves recorded against the current pins into memory, so a
+    /// moved tag is refused under `on_tag_move = "deny"` from the first
+    /// request after a restart, not only once revalidation has seen it again.
+    /// A tag that moved back is cleared by its next revalidation. Returns how
+    /// many moved tags were loaded.
+    pub async fn load_moves(&self) -> Result<usize, crate::pins::PinError> {
+        let Some(store) = &self.pins else { return Ok(0) };
+        let moved = store.list_moved().await?;
+        for (pin, events) in &moved {
+            // Events are oldest first: the last one is what upstream served last.
+            if let Some(last) = events.last() {
+                let key = (pin.registry.clone(), pin.repository.clone(), pin.tag.clone());
+                self.moved.insert(key, (last.seen.clone(), last.at));
+            }
+        }
+        Ok(moved.len())
+    }
+
     pub fn replace(&self, state: State) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
     }
@@ -170,7 +191,7 @@ impl App {
     /// Re-resolves a pinned tag upstream in the background, at most once per
     /// interval, and records a move when upstream now serves another digest.
     /// The request that triggers it is served from the pin without waiting.
-    fn revalidate_in_background(self: &Arc<Self>, up: Arc<UpstreamClient>, pin: Pin, accept: String) {
+    fn revalidate_in_background(self: &Arc<Self>, up: Arc<UpstreamClient>, pin: Pin) {
         let key = (pin.registry.clone(), pin.repository.clone(), pin.tag.clone());
         let interval = self.state().config.raw.pin_revalidate_secs;
         if interval > 0 && self.revalidated.contains_key(&key) {
@@ -180,7 +201,9 @@ impl App {
         let app = self.clone();
         tokio::spawn(async move {
             let reference = ManifestRef::Tag(pin.tag.clone());
-            let seen = match up.manifest(&pin.repository, &reference, &accept).await {
+            // The same complete Accept the pin was made with: only then is
+            // another digest a move and not a narrower answer.
+            let seen = match up.manifest(&pin.repository, &reference, media::ALL_MANIFESTS).await {
                 Ok(m) => m.digest,
                 Err(e) => {
                     // Cannot tell; keep serving the pin and try again next interval.
@@ -289,8 +312,9 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
                 return Err(deny_outside_scope(&registry, &repo, "tags/list"));
             }
             let q = strip_ns(query);
-            let (ct, body) = up.tags_list(&repo, q.as_deref()).await.map_err(|e| Error::upstream(Resource::Tags, e))?;
-            Ok(bytes_response(&ct, body, None, head))
+            let (_, body) = up.tags_list(&repo, q.as_deref()).await.map_err(|e| Error::upstream(Resource::Tags, e))?;
+            let body = listing::tag_list(&repo, &body).map_err(|e| Error::upstream(Resource::Tags, e))?;
+            Ok(bytes_response("application/json", body.into(), None, head))
         }
         Route::Referrers { repo, digest } => {
             let (registry, up) = state.upstream(ns.as_deref())?;
@@ -298,8 +322,15 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
                 return Err(deny_outside_scope(&registry, &repo, &format!("referrers/{digest}")));
             }
             let artifact_type = query_param(query, "artifactType");
-            match up.referrers(&repo, &digest, artifact_type.as_deref()).await {
-                Ok(Some(body)) => Ok(bytes_response(media::OCI_INDEX, body, None, head)),
+            match listing::referrers(&state, &registry, &up, &repo, &digest, artifact_type.as_deref()).await {
+                Ok(Some(body)) => {
+                    let mut resp = bytes_response(media::OCI_INDEX, body.into(), None, head);
+                    if artifact_type.is_some() {
+                        // We filtered ourselves, whatever upstream did.
+                        resp.headers_mut().insert("OCI-Filters-Applied", HeaderValue::from_static("artifactType"));
+                    }
+                    Ok(resp)
+                }
                 Ok(None) => Err(Error::upstream(Resource::Referrers, UpstreamError::NotFound)),
                 Err(e) => Err(Error::upstream(Resource::Referrers, e)),
             }
@@ -310,7 +341,7 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
 /// Refuses a non-manifest request for a repository no policy covers.
 /// `what` is appended to the repository name in the message.
 fn deny_outside_scope(registry: &str, repo: &str, what: &str) -> Error {
-    let sep = if what.starts_with('@') { "" } else { " " };
+    let sep = if what.starts_with(['@', ':']) { "" } else { " " };
     let image = format!("{registry}/{repo}{sep}{what}");
     refuse(None, format!("no policy's scope matches {registry}/{repo}"), image, what)
 }
@@ -336,13 +367,35 @@ async fn serve_manifest(
     accept: &str,
     head: bool,
 ) -> Result<Response<Body>, Error> {
+    // A repository no policy covers is refused before anything is asked
+    // upstream: its digests are none of the client's business.
+    let Some(policy) = state.policies.select(registry, repo) else {
+        let what = match reference {
+            ManifestRef::Tag(t) => format!(":{t}"),
+            ManifestRef::Digest(d) => format!("@{d}"),
+        };
+        return Err(deny_outside_scope(registry, repo, &what));
+    };
     if let (ManifestRef::Tag(tag), Some(store)) = (reference, &app.pins) {
-        if let Some(policy) = state.policies.select(registry, repo).filter(|p| p.is_immutable_tag(tag)) {
+        if policy.is_immutable_tag(tag) {
             return serve_immutable_tag(app, store, state, policy, registry, up, repo, tag, accept, head).await;
         }
     }
     let (manifest, verdict) = state.resolve_and_decide(registry, up, repo, reference, accept).await?;
     respond(registry, repo, reference, manifest, verdict, head)
+}
+
+/// An index served for a pinned tag to a client whose `Accept` does not list
+/// its type. Upstream would hand such a client one platform's manifest; a pin
+/// names one object for every client, so this client is told so instead.
+fn check_client_accepts(accept: &str, m: &Manifest, repo: &str, tag: &str) -> Result<(), Error> {
+    if media::is_index(&m.media_type) && !media::accepts(accept, &m.media_type) {
+        return Err(Error::NotAcceptable(format!(
+            "tag {tag} of {repo} is pinned to {} ({}), which this client's Accept header does not list",
+            m.digest, m.media_type
+        )));
+    }
+    Ok(())
 }
 
 /// Turns a decided manifest into the response: the bytes as upstream sent
@@ -384,7 +437,10 @@ async fn serve_immutable_tag(
     let pin = match store.get(registry, repo, tag).await? {
         Some(pin) => pin,
         None => {
-            let (manifest, verdict) = state.resolve_and_decide(registry, up, repo, &reference, accept).await?;
+            // Resolved with every type we serve, never the client's Accept, so
+            // the pin names the object the tag really points at.
+            let (manifest, verdict) =
+                state.resolve_and_decide(registry, up, repo, &reference, media::ALL_MANIFESTS).await?;
             // Only a real verification pins; an audit-mode allow vouches for nothing.
             if !(verdict.is_allow() && policy.mode == Mode::Enforce) {
                 return respond(registry, repo, &reference, manifest, verdict, head);
@@ -403,6 +459,7 @@ async fn serve_immutable_tag(
             app.revalidated.insert((registry.to_string(), repo.to_string(), tag.to_string()), ());
             if stored.digest == manifest.digest {
                 tracing::info!(target: "sigmirror::decision", %registry, %repo, %tag, digest = %stored.digest, policy = %policy.name, "pinned tag");
+                check_client_accepts(accept, &manifest, repo, tag)?;
                 return respond(registry, repo, &reference, manifest, verdict, head);
             }
             // Another replica pinned first, to another digest: serve the winner.
@@ -413,7 +470,7 @@ async fn serve_immutable_tag(
             stored
         }
     };
-    app.revalidate_in_background(up.clone(), pin.clone(), accept.to_string());
+    app.revalidate_in_background(up.clone(), pin.clone());
     let key = (registry.to_string(), repo.to_string(), tag.to_string());
     if let Some((seen, _)) = app.moved.get(&key) {
         if policy.on_tag_move == OnTagMove::Deny {
@@ -423,6 +480,9 @@ async fn serve_immutable_tag(
     }
     let (manifest, verdict) =
         state.resolve_and_decide(registry, up, repo, &ManifestRef::Digest(pin.digest.clone()), accept).await?;
+    if verdict.is_allow() {
+        check_client_accepts(accept, &manifest, repo, tag)?;
+    }
     respond(registry, repo, &reference, manifest, verdict, head)
 }
 

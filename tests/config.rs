@@ -163,3 +163,18 @@ fn a_file_that_is_not_a_key_is_reported() {
     assert_eq!(code, Some(1));
     assert!(out.contains("policy[0].cosign_keys[0]") && out.contains("k.pub"), "{out}");
 }
+
+#[test]
+fn credentials_in_an_upstream_url_are_refused_without_being_printed() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (code, out) = check(
+        dir.path(),
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[upstream]]\nregistry = \"r.test\"\n\
+         url = \"https://robot:s3cr3t-pw@r.test\"\n[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\n\
+         mode = \"audit\"\n",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("upstream[0].url") && out.contains("carries credentials"), "{out}");
+    assert!(out.contains("password_file"), "the fix should point at password_file: {out}");
+    assert!(!out.contains("s3cr3t-pw") && !out.contains("robot"), "the report repeats the credentials: {out}");
+}

@@ -126,23 +126,30 @@ fn a_manifest_no_policy_matches_is_refused_with_an_oci_denied_error() {
     let registry = Registry::start();
     let image = push_image(&registry.host, "team-b/app", "v1", "no-policy");
     let m = Sigmirror::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
-    let image_name = format!("registry.test/team-b/app@{}", image.digest);
-    for reference in ["v1", image.digest.as_str()] {
+    for (reference, image_name) in [
+        ("v1", "registry.test/team-b/app:v1".to_string()),
+        (image.digest.as_str(), format!("registry.test/team-b/app@{}", image.digest)),
+    ] {
         let r = get_manifest(&m, "team-b/app", reference);
         assert_oci_error(
             &r,
             &[403],
             "DENIED",
-            &[&format!("refused {image_name}"), "no policy", "registry.test/team-b/app"],
+            &[&format!("sigmirror refused {image_name}: no policy's scope matches registry.test/team-b/app")],
         );
         assert!(!r.text().contains("\"schemaVersion\""), "a refusal must not carry the manifest: {}", r.text());
         let h = head_manifest(&m, "team-b/app", reference);
         assert_eq!(h.status, 403, "HEAD {reference}");
         assert_eq!(h.header("docker-content-digest"), None, "HEAD {reference} leaks the digest header");
+        let logs = m.wait_for_log(&image_name, Duration::from_secs(5));
+        let line = logs.lines().find(|l| l.contains(&image_name)).unwrap();
+        assert!(line.contains("deny"), "{line}");
     }
-    let logs = m.wait_for_log(&image_name, Duration::from_secs(5));
-    let line = logs.lines().find(|l| l.contains(&image_name)).unwrap();
-    assert!(line.contains("deny"), "{line}");
+    // Refused before upstream was asked: a tag refusal does not reveal the
+    // digest it points at, and nothing was fetched.
+    let r = get_manifest(&m, "team-b/app", "v1");
+    assert!(!r.text().contains(&image.digest), "{}", r.text());
+    assert_eq!(m.metric("sigmirror_upstream_requests_total{registry=\"registry.test\",kind=\"manifest\"}"), 0);
 }
 
 #[test]
@@ -483,4 +490,110 @@ fn a_bearer_challenge_from_upstream_is_answered_with_the_token_dance() {
     // sigmirror asked the token endpoint named in the challenge, then retried.
     assert!(mock.count("/token") >= 1, "{:?}", mock.requests());
     assert_eq!(mock.count("/v2/team-a/app/manifests/v1"), 2, "{:?}", mock.requests());
+}
+
+#[test]
+fn a_tag_list_that_is_not_one_is_refused_not_relayed() {
+    let mock = MockUpstream::start();
+    let marker = "<script>upstream-said-this</script>";
+    mock.set(
+        "/v2/team-a/app/tags/list",
+        Reply::json(200, &format!(r#"{{"name":"team-a/app","tags":["v1","{marker}"]}}"#)),
+    );
+    mock.set("/v2/team-a/html/tags/list", Reply::json(200, marker));
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    for repo in ["team-a/app", "team-a/html"] {
+        let r = http("GET", &format!("{}/v2/{repo}/tags/list?ns={NS}", m.url()), &[]);
+        assert_oci_error(&r, &[502], "UNAVAILABLE", &[]);
+        assert!(!r.text().contains("upstream-said-this"), "upstream bytes relayed: {}", r.text());
+    }
+}
+
+/// A referrer manifest (an OCI artifact) naming `subject`.
+fn referrer_manifest(subject: &Pushed, artifact_type: &str, seed: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256_digest(b"{}"), "size": 2 },
+        "layers": [{ "mediaType": "application/octet-stream", "digest": sha256_digest(seed.as_bytes()), "size": seed.len() }],
+        "subject": { "mediaType": subject.media_type, "digest": subject.digest, "size": subject.size }
+    }))
+    .unwrap()
+}
+
+fn descriptor(bytes: &[u8], artifact_type: &str) -> serde_json::Value {
+    serde_json::json!({ "mediaType": OCI_MANIFEST, "digest": sha256_digest(bytes), "size": bytes.len(), "artifactType": artifact_type })
+}
+
+#[test]
+fn a_referrers_answer_lists_only_manifests_whose_subject_is_the_digest() {
+    let mock = MockUpstream::start();
+    let image = build_image("referrers-subject", "amd64");
+    let other = build_image("referrers-other", "amd64");
+    let mine = referrer_manifest(&image, "application/vnd.example.sbom", "mine");
+    let theirs = referrer_manifest(&other, "application/vnd.example.sbom", "theirs");
+    let typed_other = referrer_manifest(&image, "application/vnd.example.other", "typed");
+    for m in [&mine, &theirs, &typed_other] {
+        mock.manifest("team-a/app", &sha256_digest(m), OCI_MANIFEST, m);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [descriptor(&mine, "application/vnd.example.sbom"), descriptor(&theirs, "application/vnd.example.sbom"),
+                      descriptor(&typed_other, "application/vnd.example.other")],
+        "annotations": { "upstream": "extra fields are dropped" }
+    });
+    mock.set(&format!("/v2/team-a/app/referrers/{}", image.digest), Reply::json(200, &index.to_string()));
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    let url = format!("{}/v2/team-a/app/referrers/{}?ns={NS}", m.url(), image.digest);
+    let r = http("GET", &url, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some(OCI_INDEX));
+    let listed: Vec<String> =
+        r.json()["manifests"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_string()).collect();
+    assert_eq!(listed, [sha256_digest(&mine), sha256_digest(&typed_other)], "{}", r.text());
+    assert!(!r.text().contains("extra fields"), "{}", r.text());
+    assert!(m.logs().contains(&format!("referrer {} names another subject", sha256_digest(&theirs))), "{}", m.logs());
+
+    // Filtered by artifactType here, whatever upstream did with the parameter.
+    let r = http("GET", &format!("{url}&artifactType=application/vnd.example.other"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+    let listed = r.json()["manifests"].as_array().unwrap().len();
+    assert_eq!(listed, 1, "{}", r.text());
+}
+
+#[test]
+fn a_referrers_answer_that_is_not_a_valid_index_is_refused() {
+    let mock = MockUpstream::start();
+    let image = build_image("referrers-bad", "amd64");
+    let d = format!("sha256:{}", "ab".repeat(32));
+    let bad = [
+        "not json at all".to_string(),
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","manifests":[]}"#.to_string(),
+        r#"{"schemaVersion":1,"manifests":[]}"#.to_string(),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:zz","size":1}}]}}"#
+        ),
+        format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{d}","size":1}}]}}"#),
+    ];
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    let path = format!("/v2/team-a/app/referrers/{}", image.digest);
+    for body in &bad {
+        mock.set(&path, Reply::json(200, body));
+        let r = http("GET", &format!("{}{path}?ns={NS}", m.url()), &[]);
+        // A descriptor with a bad digest is dropped; anything not an index is refused.
+        if r.status == 200 {
+            assert_eq!(r.json()["manifests"], serde_json::json!([]), "{body} gave {}", r.text());
+        } else {
+            assert_oci_error(&r, &[502], "UNAVAILABLE", &[]);
+        }
+        assert!(!r.text().contains("not json") && !r.text().contains("sha256:zz"), "{}", r.text());
+    }
+    // The three that are not indexes at all are refused outright.
+    for body in &bad[..3] {
+        mock.set(&path, Reply::json(200, body));
+        let r = http("GET", &format!("{}{path}?ns={NS}", m.url()), &[]);
+        assert_eq!(r.status, 502, "{body}: {}", r.text());
+    }
 }
