@@ -219,7 +219,6 @@ impl App {
             if app.moved.get(&key).is_some_and(|(d, _)| d == seen) {
                 return; // already recorded this move
             }
-            app.moved.insert(key, (seen.clone(), at));
             METRICS.tag_moves.get_or_create(&PolicyLabels { policy: pin.policy.clone() }).inc();
             tracing::warn!(
                 target: "sigmirror::decision",
@@ -227,13 +226,15 @@ impl App {
                 pinned = %pin.digest, seen = %seen, policy = %pin.policy,
                 "tag moved upstream: {}", tag_moved_reason(&pin, &seen)
             );
+            // Stored before it takes effect, so a refusal a client saw is one a
+            // restart still makes (see `load_moves`).
             if let Some(store) = &app.pins {
                 let ev = MoveEvent {
                     registry: pin.registry.clone(),
                     repository: pin.repository.clone(),
                     tag: pin.tag.clone(),
                     pinned: pin.digest.clone(),
-                    seen,
+                    seen: seen.clone(),
                     at,
                     policy: pin.policy.clone(),
                 };
@@ -241,6 +242,7 @@ impl App {
                     tracing::error!("cannot record tag move: {e}");
                 }
             }
+            app.moved.insert(key, (seen, at));
         });
     }
 }

@@ -253,3 +253,129 @@ fn containerd_cannot_pull_a_tag_that_moved_upstream() {
     // containerd still has the pinned image, never the moved one.
     assert_eq!(containerd.image_digest(&image_ref).as_deref(), Some(first.digest.as_str()));
 }
+
+#[test]
+fn a_move_is_refused_on_the_first_request_after_a_restart() {
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    let first = push_signed(&registry, "v1", "restart-first", &key);
+    // Revalidated on every request until the restart, at most hourly after it:
+    // then only the stored move can refuse the first request.
+    let mut m = pinning_mirror(&registry, &key, "deny", 0, "");
+    assert_eq!(get(&m, "v1").status, 200);
+    let second = push_signed(&registry, "v1", "restart-second", &key);
+    get_until(&m, "v1", 403, &first.digest);
+
+    let text = fs::read_to_string(m.config_path()).unwrap();
+    fs::write(m.config_path(), text.replace("pin_revalidate_secs = 0", "pin_revalidate_secs = 3600")).unwrap();
+    m.restart();
+    let r = get(&m, "v1");
+    assert_eq!(r.status, 403, "the first request after a restart served a moved tag: {}", r.text());
+    let msg = r.oci_error_message().unwrap();
+    assert!(msg.contains(&format!("pinned to {}", first.digest)), "{msg}");
+    assert!(msg.contains(&format!("upstream now serves {}", second.digest)), "{msg}");
+    assert!(m.logs().contains("moved upstream before this start"), "{}", m.logs());
+}
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Pushes a real Docker manifest list (schema 2 children for linux/amd64 and
+/// linux/arm64) as `REPO:tag` and signs the list. Returns (list digest, amd64 child digest).
+fn push_signed_docker_list(registry: &Registry, tag: &str, seed: &str, key: &CosignKey) -> (String, String) {
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let image = build_image(&format!("{seed}-{arch}"), arch);
+        push_blob(&registry.host, REPO, &image.layers[0]);
+        push_blob(&registry.host, REPO, &image.config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": { "mediaType": "application/vnd.docker.container.image.v1+json",
+                        "digest": image.config_digest, "size": image.config.len() },
+            "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                         "digest": image.layer_digests[0], "size": image.layers[0].len() }]
+        }))
+        .unwrap();
+        let digest = push_raw_manifest(&registry.host, REPO, &sha256_digest(&manifest), DOCKER_MANIFEST, &manifest);
+        children.push(serde_json::json!({
+            "mediaType": DOCKER_MANIFEST, "digest": digest, "size": manifest.len(),
+            "platform": { "architecture": arch, "os": "linux" }
+        }));
+    }
+    let amd64 = children[0]["digest"].as_str().unwrap().to_string();
+    let list =
+        serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": children }))
+            .unwrap();
+    let digest = push_raw_manifest(&registry.host, REPO, tag, DOCKER_LIST, &list);
+    sign_and_push(&registry.host, REPO, &digest, key, "registry.test/team-a/app");
+    (digest, amd64)
+}
+
+fn request_with_accept(m: &Sigmirror, method: &str, reference: &str, accept: &str) -> Response {
+    http(method, &format!("{}/v2/{REPO}/manifests/{reference}?ns={NS}", m.url()), &[("Accept", accept)])
+}
+
+#[test]
+fn the_real_registry_rewrites_a_docker_list_for_a_narrow_accept() {
+    // The premise of the two tests below, checked against distribution itself.
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    let (list, amd64) = push_signed_docker_list(&registry, "v1", "premise", &key);
+    let url = format!("{}/v2/{REPO}/manifests/v1", registry.url());
+    let narrow = http("GET", &url, &[("Accept", DOCKER_MANIFEST)]);
+    assert_eq!(narrow.header("docker-content-digest"), Some(amd64.as_str()));
+    let full = http("GET", &url, &[("Accept", MANIFEST_ACCEPT)]);
+    assert_eq!(full.header("docker-content-digest"), Some(list.as_str()));
+}
+
+#[test]
+fn a_narrow_accept_head_cannot_make_a_pinned_tag_look_moved() {
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    let (list, _) = push_signed_docker_list(&registry, "v1", "narrow-head", &key);
+    // Revalidate on every request, so each narrow HEAD below triggers one.
+    let m = pinning_mirror(&registry, &key, "deny", 0, "");
+    let r = request_with_accept(&m, "GET", "v1", MANIFEST_ACCEPT);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(list.as_str()));
+    for _ in 0..5 {
+        let h = request_with_accept(&m, "HEAD", "v1", DOCKER_MANIFEST);
+        // The pinned list is not what this client accepts; it is not served another object either.
+        assert_eq!(h.status, 404, "narrow HEAD");
+        assert_eq!(h.header("docker-content-digest"), None);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = request_with_accept(&m, "GET", "v1", DOCKER_MANIFEST);
+    assert_eq!(r.oci_error_code().as_deref(), Some("MANIFEST_UNKNOWN"), "{}", r.text());
+    assert!(r.oci_error_message().unwrap().contains(&format!("pinned to {list}")), "{}", r.text());
+    // Let any background revalidation finish, then the tag still serves the list.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let r = request_with_accept(&m, "GET", "v1", MANIFEST_ACCEPT);
+        assert_eq!(r.status, 200, "a narrow Accept made the tag look moved: {}", r.text());
+        assert_eq!(r.header("docker-content-digest"), Some(list.as_str()));
+    }
+    assert_eq!(m.metric("sigmirror_tag_moves_total{policy=\"releases\"}"), 0);
+    assert!(!m.logs().contains("tag moved upstream"), "{}", m.logs());
+}
+
+#[test]
+fn a_narrow_accept_cannot_pin_a_tag_to_one_platform() {
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    let (list, amd64) = push_signed_docker_list(&registry, "v2", "narrow-pin", &key);
+    let m = pinning_mirror(&registry, &key, "deny", 3600, "");
+    // The list verified by digest, so its children are vouched for (as after a containerd pull).
+    assert_eq!(request_with_accept(&m, "GET", &list, MANIFEST_ACCEPT).status, 200);
+    assert_eq!(request_with_accept(&m, "GET", &amd64, MANIFEST_ACCEPT).status, 200);
+    // The first request for the tag comes from a client that only takes schema 2 manifests.
+    let r = request_with_accept(&m, "GET", "v2", DOCKER_MANIFEST);
+    assert_ne!(r.header("docker-content-digest"), Some(amd64.as_str()), "pinned to the amd64 child");
+    assert_eq!(r.status, 404, "{}", r.text());
+    // Every other client gets the list: the pin names it.
+    let r = request_with_accept(&m, "GET", "v2", MANIFEST_ACCEPT);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(list.as_str()));
+    assert!(m.logs().contains(&format!("digest={list}")) && m.logs().contains("pinned tag"), "{}", m.logs());
+}
