@@ -14,8 +14,7 @@ use serde::Serialize;
 use crate::oci::RouteError;
 use crate::upstream::UpstreamError;
 
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::response::{Body, BoxError};
 
 /// What the request was after, so "not found upstream" gets the right code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +121,6 @@ impl Error {
             resp = resp.header(http::header::ALLOW, "GET, HEAD");
         }
         let body = if head { Bytes::new() } else { Bytes::from(body) };
-        resp.body(crate::server::full(body)).expect("static headers are valid")
+        resp.body(crate::response::full(body)).expect("static headers are valid")
     }
 }

@@ -2,35 +2,45 @@
 //!
 //! # Flow of one manifest request
 //!
-//! 1. **route** (`oci::parse_route`): the path is parsed from the right into
-//!    a `Route`; `?ns=` names the registry (`server::route_request`).
-//! 2. **resolve** (`config::Config::upstream_for`): `ns` must name a
+//! 1. **route** (`server::handle`, `oci::parse_route`): the path is parsed
+//!    from the right into a `Route`; `?ns=` names the registry.
+//! 2. **resolve the upstream** (`mirror::Mirror::upstream`): `ns` must name a
 //!    configured upstream, or nothing is contacted.
-//! 3. **fetch manifest** (`upstream::UpstreamClient::manifest`): bounded,
-//!    hashed, and checked against the digest asked for.
-//! 4. **find signatures** (`policy::Policy::evaluate`): cosign `.sig` tags,
-//!    cosign v3 Sigstore bundle referrers, and Notation referrers, fetched
-//!    through the same upstream client.
-//! 5. **verify by policy** (`verify::cosign`, `verify::bundle`,
-//!    `verify::notation`, `policy::combine`): a `Verdict` value, allow or deny
-//!    with a reason.
-//! 6. **cache the verdict** (`cache::VerdictCache`): keyed by registry,
-//!    repository, digest and policy fingerprint; one verification per key.
-//! 7. **respond** (`server::serve_manifest`, `error::Error::into_response`):
-//!    the manifest bytes as upstream sent them, or an OCI `DENIED` error
-//!    whose message is also the decision log line.
+//! 3. **scope guard** (`server::scope_guard`, `policy::PolicySet::select`):
+//!    the most specific policy governs the repository; none means refuse
+//!    before anything is asked upstream.
+//! 4. **immutable tags** (`pins::guard::TagGuard::resolve`): a pinned tag is
+//!    served from its pin; an unpinned one is pinned once it verifies.
+//! 5. **fetch the manifest** (`mirror::Mirror::resolve`,
+//!    `upstream::UpstreamClient::manifest`): bounded, hashed, and checked
+//!    against the digest asked for; cached by digest (`cache::ManifestCache`).
+//! 6. **decide** (`mirror::Mirror::decide` → `policy::Policy::evaluate`):
+//!    signatures are found (cosign `.sig` tags, cosign v3 bundle referrers,
+//!    Notation referrers) and verified (`verify::cosign`, `verify::bundle`,
+//!    `verify::notation`) into a `Verdict`, cached per (registry, repository,
+//!    digest, policy fingerprint) in `cache::VerdictCache`.
+//! 7. **respond** (`server::respond`, `response`): the manifest bytes as
+//!    upstream sent them, or a refusal through `audit::refuse`, which logs the
+//!    decision line first; `error::Error::into_response` is the one place an
+//!    error becomes an OCI answer.
 //!
-//! Blobs skip 4–6: they are streamed and hashed on the way
-//! (`server::verify_stream`), and a mismatch aborts the response.
+//! Blobs skip 4–6 (`blob::serve`): streamed and hashed on the way, and a
+//! mismatch aborts the response. Tag lists and referrers (`listing`) are
+//! parsed, checked and re-serialised, never relayed.
 
+pub mod app;
+pub mod audit;
+pub mod blob;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod listing;
 pub mod metrics;
+pub mod mirror;
 pub mod oci;
 pub mod pins;
 pub mod policy;
+pub mod response;
 pub mod server;
 pub mod upstream;
 pub mod verify;
@@ -42,19 +52,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::config::{Config, Problems};
+use crate::mirror::Mirror;
 use crate::policy::PolicySet;
-use crate::server::{App, State};
 
 /// Loads and validates a config file and everything it points at. Returns
 /// every problem at once.
-pub fn load(path: &std::path::Path) -> Result<State, Problems> {
+pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {
     let (config, mut checker) = Config::load(path)?;
     let policies = PolicySet::build(&config.raw, &mut checker);
     if !checker.problems.is_empty() {
         return Err(Problems(checker.problems));
     }
-    State::new(config, policies).map_err(|e| {
+    Mirror::new(config, policies).map_err(|e| {
         checker.problem("upstream", e, "check ca_file and the upstream url");
         Problems(checker.problems)
     })
@@ -62,7 +73,7 @@ pub fn load(path: &std::path::Path) -> Result<State, Problems> {
 
 /// Serves until `shutdown` completes, then lets open connections finish.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let tls = match &app.state().config.tls {
+    let tls = match &app.mirror().config.tls {
         Some((cert, key)) => Some(tls_acceptor(&cert.bytes, &key.bytes)?),
         None => None,
     };

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::cache::ManifestKey;
+use crate::mirror::Mirror;
 use crate::oci::{is_valid_tag, media, Digest, ManifestRef};
-use crate::server::State;
 use crate::upstream::{UpstreamClient, UpstreamError, MAX_MANIFEST_BYTES};
 
 /// Tags in one tag-list page. Registries page at 100 to 1,000; a page with
@@ -126,7 +126,7 @@ fn check_descriptor(d: &ReferrerDescriptor) -> Result<Digest, String> {
 /// manifest cache) and kept only if its `subject` is `subject`; descriptors
 /// are filtered by `artifact_type` here whether or not upstream did.
 pub async fn referrers(
-    state: &State,
+    mirror: &Mirror,
     registry: &str,
     up: &UpstreamClient,
     repo: &str,
@@ -158,7 +158,7 @@ pub async fn referrers(
         };
         let key = ManifestKey { registry: registry.into(), repo: repo.into(), digest: digest.clone() };
         let reference = ManifestRef::Digest(digest.clone());
-        let fetched = state.manifests.get_or_fetch(key, up.manifest(repo, &reference, media::ALL_MANIFESTS)).await;
+        let fetched = mirror.manifests.get_or_fetch(key, up.manifest(repo, &reference, media::ALL_MANIFESTS)).await;
         let verdict = match fetched {
             Ok(m) => match serde_json::from_slice::<WithSubject>(&m.bytes) {
                 Ok(WithSubject { subject: Some(s) }) if s.digest == subject.as_str() => Ok(()),

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncWriteExt;
 
+use sigmirror::app::App;
+use sigmirror::mirror::{Mirror, Pull};
 use sigmirror::oci::ImageRef;
 use sigmirror::pins::{PinStore, PinsFile};
-use sigmirror::server::App;
 
 #[derive(Parser)]
 #[command(name = "sigmirror", version, about = "A fail-closed, signature-verifying pull-through OCI mirror")]
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
     })
 }
 
-fn load(config: &std::path::Path) -> Result<sigmirror::server::State, ExitCode> {
+fn load(config: &std::path::Path) -> Result<Mirror, ExitCode> {
     sigmirror::load(config).map_err(|problems| {
         eprint!("{problems}");
         ExitCode::from(2)
@@ -124,7 +125,11 @@ async fn serve(config: PathBuf) -> ExitCode {
     };
     let app = Arc::new(App::new(state, Some(pins)));
     // Fail closed: without the recorded moves a moved tag would be served.
-    match app.load_moves().await {
+    let loaded = match &app.tags {
+        Some(tags) => tags.load_moves().await,
+        None => Ok(0),
+    };
+    match loaded {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             "{n} pinned tag(s) moved upstream before this start; they stay refused under on_tag_move = \"deny\""
@@ -182,15 +187,25 @@ async fn verify(config: PathBuf, image: ImageRef) -> ExitCode {
         eprintln!("registry {:?} is not a configured upstream in {}", image.registry, config.display());
         return ExitCode::from(2);
     };
-    let accept = sigmirror::oci::media::DEFAULT_ACCEPT.join(", ");
-    match state.resolve_and_decide(&image.registry, &up, &image.repo, &image.reference, &accept).await {
+    let pull = Pull {
+        registry: image.registry.clone(),
+        up,
+        repo: image.repo.clone(),
+        reference: image.reference.clone(),
+        accept: sigmirror::oci::media::ALL_MANIFESTS.to_string(),
+        head: false,
+    };
+    match state.verify(&pull).await {
         Ok((manifest, verdict)) => {
-            let name = format!("{}/{}@{}", image.registry, image.repo, manifest.digest);
+            let name = match &manifest {
+                Some(m) => pull.image(m),
+                None => format!("{}/{}{}", image.registry, image.repo, reference_suffix(&image.reference)),
+            };
             let out = serde_json::json!({
                 "image": name,
                 "reference": image.reference.to_string(),
-                "digest": manifest.digest,
-                "media_type": manifest.media_type,
+                "digest": manifest.as_ref().map(|m| &m.digest),
+                "media_type": manifest.as_ref().map(|m| &m.media_type),
                 "verdict": verdict,
                 "message": verdict.refusal_message(&name),
             });
@@ -208,8 +223,16 @@ async fn verify(config: PathBuf, image: ImageRef) -> ExitCode {
     }
 }
 
+/// `:tag` or `@digest`, as an image name ends.
+fn reference_suffix(r: &sigmirror::oci::ManifestRef) -> String {
+    match r {
+        sigmirror::oci::ManifestRef::Tag(t) => format!(":{t}"),
+        sigmirror::oci::ManifestRef::Digest(d) => format!("@{d}"),
+    }
+}
+
 /// Opens the pin store and applies `pins_file`, if the config names one.
-async fn open_pins(state: &sigmirror::server::State) -> Result<PinStore, ExitCode> {
+async fn open_pins(state: &Mirror) -> Result<PinStore, ExitCode> {
     let cfg = &state.config;
     let store = PinStore::open(&cfg.data_dir, cfg.raw.pin_store.as_deref()).await.map_err(|e| {
         eprintln!("cannot open the pin store: {e}");

@@ -17,6 +17,7 @@
 
 mod embedded;
 mod file;
+pub mod guard;
 mod postgres;
 
 use std::path::Path;

@@ -1,0 +1,146 @@
+//! The mirror: everything built from one validated config, and the two steps
+//! every manifest goes through, **resolve** (fetch or recall the bytes) and
+//! **decide** (the verdict of the policy that governs them).
+//!
+//! The HTTP server and the `verify` command both come through here, so a
+//! verdict means the same whichever asked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::cache::{ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
+use crate::config::{Config, Mode};
+use crate::error::{Error, Resource};
+use crate::metrics::{PolicyLabels, METRICS};
+use crate::oci::{media, ManifestRef};
+use crate::policy::{self, Policy, PolicySet, Subject, Verdict};
+use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
+
+/// One manifest request, as the server parsed it.
+pub struct Pull {
+    /// The configured registry name (`ns=`), never a host a client made up.
+    pub registry: String,
+    pub up: Arc<UpstreamClient>,
+    pub repo: String,
+    pub reference: ManifestRef,
+    /// The client's `Accept`, used to resolve mutable tags as it asked.
+    pub accept: String,
+    pub head: bool,
+}
+
+impl Pull {
+    /// `<registry>/<repo>@<digest>`: how an image is named in verdicts and logs.
+    pub fn image(&self, m: &Manifest) -> String {
+        format!("{}/{}@{}", self.registry, self.repo, m.digest)
+    }
+}
+
+/// Everything built from one validated config. Replaced as a whole on reload,
+/// so a request sees one consistent config from start to end.
+pub struct Mirror {
+    pub config: Config,
+    pub policies: PolicySet,
+    pub upstreams: HashMap<String, Arc<UpstreamClient>>,
+    pub verdicts: VerdictCache,
+    pub manifests: ManifestCache,
+    pub children: VerifiedChildren,
+}
+
+impl Mirror {
+    pub fn new(config: Config, policies: PolicySet) -> Result<Mirror, String> {
+        let mut upstreams = HashMap::new();
+        for u in &config.upstreams {
+            if u.plain_http {
+                tracing::warn!(registry = %u.registry, host = %u.host, "upstream uses plain HTTP: only use this for a registry on loopback");
+            }
+            upstreams.insert(u.registry.clone(), Arc::new(UpstreamClient::new(u)?));
+        }
+        Ok(Mirror {
+            verdicts: VerdictCache::new(config.allow_ttl, config.deny_ttl),
+            manifests: ManifestCache::new(config.raw.cache.manifest_cache_bytes),
+            children: VerifiedChildren::new(config.allow_ttl),
+            config,
+            policies,
+            upstreams,
+        })
+    }
+
+    /// The upstream for `ns` (or the default one). Unknown registries are never
+    /// contacted: sigmirror is not an open proxy.
+    pub fn upstream(&self, ns: Option<&str>) -> Result<(String, Arc<UpstreamClient>), Error> {
+        let Some(u) = self.config.upstream_for(ns) else {
+            let msg = match ns {
+                Some(ns) => format!("sigmirror refused registry {ns:?}: it is not a configured upstream"),
+                None => "sigmirror refused the request: no ns= parameter and no upstream is marked default".to_string(),
+            };
+            return Err(Error::UnknownRegistry(msg));
+        };
+        Ok((u.registry.clone(), self.upstreams[&u.registry].clone()))
+    }
+
+    /// Fetches (or recalls) the manifest `reference` names. By digest the bytes
+    /// come from the manifest cache when they can; by tag upstream is asked
+    /// with `accept`, and the answer is cached under its digest.
+    pub async fn resolve(&self, pull: &Pull, reference: &ManifestRef, accept: &str) -> Result<Manifest, Error> {
+        let (registry, repo, up) = (&pull.registry, &pull.repo, &pull.up);
+        match reference {
+            ManifestRef::Digest(d) => {
+                // The bytes of a digest do not depend on Accept, and the cache is
+                // shared by every client: ask for every type we serve.
+                let key = ManifestKey { registry: registry.clone(), repo: repo.clone(), digest: d.clone() };
+                self.manifests
+                    .get_or_fetch(key, up.manifest(repo, reference, media::ALL_MANIFESTS))
+                    .await
+                    .map_err(|e| Error::upstream(Resource::Manifest, e))
+            }
+            ManifestRef::Tag(_) => {
+                let m =
+                    up.manifest(repo, reference, accept).await.map_err(|e| Error::upstream(Resource::Manifest, e))?;
+                let key = ManifestKey { registry: registry.clone(), repo: repo.clone(), digest: m.digest.clone() };
+                self.manifests.insert(key, m.clone()).await;
+                Ok(m)
+            }
+        }
+    }
+
+    /// The verdict of `policy` on `m`, from cache or freshly verified.
+    pub async fn decide(&self, pull: &Pull, policy: &Policy, m: &Manifest) -> Result<Verdict, Error> {
+        let key = VerdictKey {
+            registry: pull.registry.clone(),
+            repo: pull.repo.clone(),
+            digest: m.digest.clone(),
+            policy_fingerprint: policy.fingerprint,
+        };
+        if let Some(parent) = self.children.parent_of(&key).await {
+            return Ok(Verdict::Allow {
+                policy: policy.name.clone(),
+                by: format!("listed by verified index {parent}"),
+            });
+        }
+        let subject = Subject { registry: &pull.registry, repo: &pull.repo, manifest: m };
+        let verify = async {
+            METRICS.verifications.get_or_create(&PolicyLabels { policy: policy.name.clone() }).inc();
+            let v = policy.evaluate(&pull.up, &subject, time::OffsetDateTime::now_utc()).await?;
+            // Only a real verification vouches for an index's children; an
+            // audit-mode allow vouches for nothing.
+            if v.is_allow() && policy.mode == Mode::Enforce {
+                self.children.record(&key, policy::index_children(m)).await;
+            }
+            Ok::<_, UpstreamError>(v)
+        };
+        self.verdicts.get_or_verify(key.clone(), verify).await.map_err(|e| Error::upstream(Resource::Manifest, e))
+    }
+
+    /// Resolve, then decide, under the policy that governs the repository,
+    /// for the `verify` command. A repository no policy covers is refused
+    /// before upstream is asked, so there is no manifest to show.
+    pub async fn verify(&self, pull: &Pull) -> Result<(Option<Manifest>, Verdict), Error> {
+        let Some(policy) = self.policies.select(&pull.registry, &pull.repo) else {
+            let reason = format!("no policy's scope matches {}/{}", pull.registry, pull.repo);
+            return Ok((None, Verdict::Deny { policy: None, reason }));
+        };
+        let m = self.resolve(pull, &pull.reference, &pull.accept).await?;
+        let v = self.decide(pull, policy, &m).await?;
+        Ok((Some(m), v))
+    }
+}

@@ -1,0 +1,214 @@
+//! Immutable tags at serve time: a tag under `immutable_tags` is served from
+//! its pin without asking upstream, pinned the first time it resolves to a
+//! verified digest, and re-resolved in the background to notice moves.
+//!
+//! Pins and revalidation resolve with one fixed, complete `Accept`
+//! (`media::ALL_MANIFESTS`), never the client's: a registry answers a narrower
+//! `Accept` with another object, and a client must not decide what a tag is
+//! pinned to, or make it look moved.
+
+use std::time::Duration;
+
+use crate::audit::refuse;
+use crate::config::{Mode, OnTagMove};
+use crate::error::Error;
+use crate::metrics::{PolicyLabels, METRICS};
+use crate::mirror::{Mirror, Pull};
+use crate::oci::{media, Digest, ManifestRef};
+use crate::pins::{MoveEvent, Pin, PinError, PinStore};
+use crate::policy::{Policy, Verdict};
+use crate::upstream::{Manifest, UpstreamClient};
+
+type TagKey = (String, String, String);
+
+/// The pin store and what this process has learnt about upstream since it
+/// started. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct TagGuard {
+    store: PinStore,
+    /// Tags whose upstream moved away from their pin: `(registry, repo, tag)
+    /// → (digest upstream serves, when)`. Filled by revalidation and, at
+    /// start, from the stored move events.
+    moved: moka::sync::Cache<TagKey, (Digest, i64)>,
+    /// Pinned tags checked recently; an entry expires after the interval.
+    revalidated: moka::sync::Cache<TagKey, ()>,
+    /// `pin_revalidate_secs`; zero revalidates on every request.
+    interval: Duration,
+}
+
+impl TagGuard {
+    pub fn new(store: PinStore, interval: Duration) -> TagGuard {
+        TagGuard {
+            store,
+            moved: moka::sync::Cache::builder().max_capacity(100_000).build(),
+            revalidated: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(interval.max(Duration::from_millis(1)))
+                .build(),
+            interval,
+        }
+    }
+
+    pub fn store(&self) -> &PinStore {
+        &self.store
+    }
+
+    /// Loads the moves recorded against the current pins into memory, so a
+    /// moved tag is refused under `on_tag_move = "deny"` from the first
+    /// request after a restart, not only once revalidation has seen it again.
+    /// A tag that moved back is cleared by its next revalidation. Returns how
+    /// many moved tags were loaded.
+    pub async fn load_moves(&self) -> Result<usize, PinError> {
+        let moved = self.store.list_moved().await?;
+        for (pin, events) in &moved {
+            // Events are oldest first: the last one is what upstream served last.
+            if let Some(last) = events.last() {
+                let key = (pin.registry.clone(), pin.repository.clone(), pin.tag.clone());
+                self.moved.insert(key, (last.seen.clone(), last.at));
+            }
+        }
+        Ok(moved.len())
+    }
+
+    /// The manifest and verdict for `tag` under `policy`, which pins it.
+    pub async fn resolve(
+        &self,
+        mirror: &Mirror,
+        policy: &Policy,
+        pull: &Pull,
+        tag: &str,
+    ) -> Result<(Manifest, Verdict), Error> {
+        let (registry, repo) = (pull.registry.as_str(), pull.repo.as_str());
+        let pin = match self.store.get(registry, repo, tag).await? {
+            Some(pin) => pin,
+            None => {
+                // Resolved with every type we serve, never the client's Accept, so
+                // the pin names the object the tag really points at.
+                let m = mirror.resolve(pull, &pull.reference, media::ALL_MANIFESTS).await?;
+                let verdict = mirror.decide(pull, policy, &m).await?;
+                // Only a real verification pins; an audit-mode allow vouches for nothing.
+                if !(verdict.is_allow() && policy.mode == Mode::Enforce) {
+                    return Ok((m, verdict));
+                }
+                let ours = Pin {
+                    registry: registry.into(),
+                    repository: repo.into(),
+                    tag: tag.into(),
+                    digest: m.digest.clone(),
+                    pinned_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+                    policy: policy.name.clone(),
+                };
+                // Durable before the response that relies on it is sent.
+                let stored = self.store.pin(ours).await?;
+                // Just resolved upstream: the next check is one interval away.
+                self.revalidated.insert((registry.to_string(), repo.to_string(), tag.to_string()), ());
+                if stored.digest == m.digest {
+                    tracing::info!(target: "sigmirror::decision", %registry, %repo, %tag, digest = %stored.digest, policy = %policy.name, "pinned tag");
+                    check_client_accepts(&pull.accept, &m, repo, tag)?;
+                    return Ok((m, verdict));
+                }
+                // Another replica pinned first, to another digest: serve the winner.
+                tracing::info!(
+                    target: "sigmirror::decision", %registry, %repo, %tag, pinned = %stored.digest, seen = %m.digest,
+                    "tag was pinned first by another replica; serving its pin"
+                );
+                stored
+            }
+        };
+        self.revalidate_in_background(pull.up.clone(), pin.clone());
+        let key = (registry.to_string(), repo.to_string(), tag.to_string());
+        if let Some((seen, _)) = self.moved.get(&key) {
+            if policy.on_tag_move == OnTagMove::Deny {
+                let image = format!("{registry}/{repo}:{tag}");
+                return Err(refuse(Some(policy.name.clone()), tag_moved_reason(&pin, &seen), image, tag));
+            }
+        }
+        let m = mirror.resolve(pull, &ManifestRef::Digest(pin.digest.clone()), &pull.accept).await?;
+        let verdict = mirror.decide(pull, policy, &m).await?;
+        if verdict.is_allow() {
+            check_client_accepts(&pull.accept, &m, repo, tag)?;
+        }
+        Ok((m, verdict))
+    }
+
+    /// Re-resolves a pinned tag upstream in the background, at most once per
+    /// interval, and records a move when upstream now serves another digest.
+    /// The request that triggers it is served from the pin without waiting.
+    fn revalidate_in_background(&self, up: std::sync::Arc<UpstreamClient>, pin: Pin) {
+        let key = (pin.registry.clone(), pin.repository.clone(), pin.tag.clone());
+        if !self.interval.is_zero() && self.revalidated.contains_key(&key) {
+            return;
+        }
+        self.revalidated.insert(key.clone(), ());
+        let guard = self.clone();
+        tokio::spawn(async move {
+            let reference = ManifestRef::Tag(pin.tag.clone());
+            // The same complete Accept the pin was made with: only then is
+            // another digest a move and not a narrower answer.
+            let seen = match up.manifest(&pin.repository, &reference, media::ALL_MANIFESTS).await {
+                Ok(m) => m.digest,
+                Err(e) => {
+                    // Cannot tell; keep serving the pin and try again next interval.
+                    tracing::debug!(tag = %pin.tag, repo = %pin.repository, "pin revalidation failed: {e}");
+                    return;
+                }
+            };
+            if seen == pin.digest {
+                guard.moved.invalidate(&key);
+                return;
+            }
+            if guard.moved.get(&key).is_some_and(|(d, _)| d == seen) {
+                return; // already recorded this move
+            }
+            guard.record_move(key, &pin, seen).await;
+        });
+    }
+
+    async fn record_move(&self, key: TagKey, pin: &Pin, seen: Digest) {
+        let at = time::OffsetDateTime::now_utc().unix_timestamp();
+        METRICS.tag_moves.get_or_create(&PolicyLabels { policy: pin.policy.clone() }).inc();
+        tracing::warn!(
+            target: "sigmirror::decision",
+            registry = %pin.registry, repo = %pin.repository, tag = %pin.tag,
+            pinned = %pin.digest, seen = %seen, policy = %pin.policy,
+            "tag moved upstream: {}", tag_moved_reason(pin, &seen)
+        );
+        // Stored before it takes effect, so a refusal a client saw is one a
+        // restart still makes (see `load_moves`).
+        let ev = MoveEvent {
+            registry: pin.registry.clone(),
+            repository: pin.repository.clone(),
+            tag: pin.tag.clone(),
+            pinned: pin.digest.clone(),
+            seen: seen.clone(),
+            at,
+            policy: pin.policy.clone(),
+        };
+        if let Err(e) = self.store.record_move(ev).await {
+            tracing::error!("cannot record tag move: {e}");
+        }
+        self.moved.insert(key, (seen, at));
+    }
+}
+
+/// The words of a tag-move refusal, in the log and the error body alike.
+fn tag_moved_reason(pin: &Pin, seen: &Digest) -> String {
+    let when = time::OffsetDateTime::from_unix_timestamp(pin.pinned_at)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| pin.pinned_at.to_string());
+    format!("tag {} of {} was pinned to {} on {when}; upstream now serves {seen}", pin.tag, pin.repository, pin.digest)
+}
+
+/// An index served for a pinned tag to a client whose `Accept` does not list
+/// its type. Upstream would hand such a client one platform's manifest; a pin
+/// names one object for every client, so this client is told so instead.
+fn check_client_accepts(accept: &str, m: &Manifest, repo: &str, tag: &str) -> Result<(), Error> {
+    if media::is_index(&m.media_type) && !media::accepts(accept, &m.media_type) {
+        return Err(Error::NotAcceptable(format!(
+            "tag {tag} of {repo} is pinned to {} ({}), which this client's Accept header does not list",
+            m.digest, m.media_type
+        )));
+    }
+    Ok(())
+}
