@@ -92,10 +92,6 @@ impl ManifestCache {
         }
     }
 
-    pub async fn get(&self, key: &ManifestKey) -> Option<Manifest> {
-        self.inner.get(key).await
-    }
-
     pub async fn insert(&self, key: ManifestKey, m: Manifest) {
         self.inner.insert(key, m).await
     }
