@@ -119,6 +119,11 @@ pub struct RawPolicy {
     /// What `critical.identity.docker-reference` must name. Default:
     /// `<registry>/<repository>`; `"any"` skips the check (for renamed mirrors).
     pub docker_reference: Option<String>,
+    /// Accept cosign bundles whose signed statement names no repository, as
+    /// cosign v3 writes them. Insecure: such a bundle can be copied, with the
+    /// image, from any repository signed by a trusted key. Warned at start.
+    #[serde(default)]
+    pub dangerous_accept_unbound_bundles: bool,
     #[serde(default)]
     pub notation: bool,
     #[serde(default)]

@@ -28,7 +28,7 @@ use crate::config::{Checker, Mode, OnTagMove, RawConfig, RawPolicy, Require};
 use crate::oci::{media, Digest, ManifestRef};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
 use crate::verify::bundle;
-use crate::verify::cosign::{self, CosignAuthority, SignatureLayer};
+use crate::verify::cosign::{self, CosignAuthority, Refusal, SignatureLayer};
 use crate::verify::notation::{self, NotationVerifier};
 
 /// Cosign writes one layer per signature; more than this is not a signature
@@ -85,6 +85,24 @@ impl Verdict {
 /// One authority's outcome; private to the combinator.
 type AuthorityResult = Result<String, String>;
 
+/// Why one cosign authority is not (yet) satisfied.
+#[derive(Default)]
+struct Unsatisfied {
+    /// One per piece of evidence.
+    reasons: Vec<String>,
+    /// A signature verified with the authority but named another repository.
+    /// Then no other format, and no bundle naming no repository, may satisfy
+    /// the authority.
+    wrong_repository: bool,
+}
+
+impl Unsatisfied {
+    fn add(&mut self, prefix: &str, r: Refusal) {
+        self.wrong_repository |= matches!(r, Refusal::WrongRepository(_));
+        self.reasons.push(format!("{prefix}{r}"));
+    }
+}
+
 /// One piece of cosign evidence found for an image, in either format.
 enum CosignEvidence {
     /// A layer of the `sha256-<hex>.sig` manifest (format A).
@@ -107,6 +125,9 @@ pub struct Policy {
     pub notation: Option<Arc<NotationVerifier>>,
     pub signature_repository: Option<String>,
     pub docker_reference: Option<String>,
+    /// Accept cosign bundles whose statement names no repository (what cosign v3 writes). Off by
+    /// default: such a bundle can be copied in from any other repository.
+    pub dangerous_accept_unbound_bundles: bool,
     pub immutable_tags: Vec<(bool, GlobMatcher)>,
     pub on_tag_move: OnTagMove,
     /// sha256 over the policy's settings and every byte of its trust
@@ -240,6 +261,15 @@ fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>
         );
     }
     let notation = if p.notation { notation } else { None };
+    if p.dangerous_accept_unbound_bundles {
+        tracing::warn!(
+            policy = %p.name,
+            "policy {} sets dangerous_accept_unbound_bundles: a cosign bundle whose statement names no repository \
+             (as cosign v3 writes them) is accepted in every repository this policy covers, so an image signed for \
+             another repository with a key this policy trusts can be copied here with its bundle and will be served",
+            p.name
+        );
+    }
 
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(p).unwrap_or_default());
@@ -259,6 +289,7 @@ fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>
         notation,
         signature_repository: p.signature_repository.clone(),
         docker_reference: p.docker_reference.clone(),
+        dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
         immutable_tags,
         on_tag_move: p.on_tag_move,
         fingerprint: h.finalize().into(),
@@ -358,7 +389,11 @@ impl Policy {
     /// Every cosign authority's result. Format A (`.sig` tag) is looked at
     /// first; Sigstore bundle referrers (format C) only when an authority is
     /// left unsatisfied, so a signed image costs no extra upstream requests.
-    /// Either format verifying satisfies an authority.
+    /// Either format verifying satisfies an authority, with one exception: an
+    /// authority for which a format A signature verified but named another
+    /// repository is not looked up in bundles. That signature is evidence
+    /// the image was copied here from elsewhere, and a bundle must not rescue
+    /// it; the refusal keeps its repository reason.
     async fn check_cosign(
         &self,
         up: &UpstreamClient,
@@ -369,25 +404,33 @@ impl Policy {
         let exp = cosign::Expectation { digest: &subject.manifest.digest, docker_reference: reference.as_deref(), now };
         let mut absent = Vec::new();
         let mut found = false;
-        let mut outcomes: Vec<Result<String, Vec<String>>> = match self.cosign_layers(up, subject).await? {
+        let mut outcomes: Vec<Result<String, Unsatisfied>> = match self.cosign_layers(up, subject).await? {
             Ok(layers) => {
                 found = true;
-                self.cosign.iter().map(|a| check_cosign_authority(a, &layers, &exp)).collect()
+                self.cosign.iter().map(|a| self.check_cosign_authority(a, &layers, &exp)).collect()
             }
             Err(note) => {
                 absent.push(note);
-                self.cosign.iter().map(|_| Err(Vec::new())).collect()
+                self.cosign.iter().map(|_| Err(Unsatisfied::default())).collect()
             }
         };
-        if outcomes.iter().any(Result::is_err) {
+        // Unsatisfied and not blocked by a signature naming another repository.
+        let open = |o: &Result<String, Unsatisfied>| matches!(o, Err(u) if !u.wrong_repository);
+        if outcomes.iter().any(open) {
             match self.cosign_bundles(up, subject).await? {
                 Ok(bundles) => {
                     found = true;
                     for (auth, outcome) in self.cosign.iter().zip(outcomes.iter_mut()) {
-                        if let Err(reasons) = outcome {
-                            match check_cosign_authority(auth, &bundles, &exp) {
-                                Ok(by) => *outcome = Ok(by),
-                                Err(more) => reasons.extend(more),
+                        if !open(outcome) {
+                            continue;
+                        }
+                        match self.check_cosign_authority(auth, &bundles, &exp) {
+                            Ok(by) => *outcome = Ok(by),
+                            Err(more) => {
+                                if let Err(u) = outcome {
+                                    u.reasons.extend(more.reasons);
+                                    u.wrong_repository |= more.wrong_repository;
+                                }
                             }
                         }
                     }
@@ -403,7 +446,7 @@ impl Policy {
             .cosign
             .iter()
             .zip(outcomes)
-            .map(|(a, o)| o.map_err(|reasons| format!("{}: {}", a.describe(), summarize(&reasons))))
+            .map(|(a, o)| o.map_err(|u| format!("{}: {}", a.describe(), summarize(&u.reasons))))
             .collect())
     }
 
@@ -516,6 +559,53 @@ impl Policy {
         Ok(Ok(evidence))
     }
 
+    /// Runs evidence against one authority: one verified layer or bundle
+    /// satisfies it. Otherwise the reasons, one per piece of evidence.
+    ///
+    /// A bundle naming no repository satisfies the authority only with
+    /// `dangerous_accept_unbound_bundles`, and only when no evidence here
+    /// named another repository: a signature naming somewhere else outweighs
+    /// one naming nowhere, whatever order they come in.
+    fn check_cosign_authority(
+        &self,
+        auth: &CosignAuthority,
+        evidence: &[CosignEvidence],
+        exp: &cosign::Expectation<'_>,
+    ) -> Result<String, Unsatisfied> {
+        let mut failed = Unsatisfied::default();
+        let mut unbound = None;
+        for e in evidence {
+            match e {
+                CosignEvidence::Layer(layer) => match cosign::verify_layer(auth, layer, exp) {
+                    Ok(()) => return Ok(format!("cosign {}", auth.describe())),
+                    Err(r) => failed.add("", r),
+                },
+                CosignEvidence::Bundle(json) => match bundle::verify_bundle(auth, json, exp) {
+                    Ok(()) => return Ok(format!("cosign {} (sigstore bundle)", auth.describe())),
+                    Err(Refusal::Unbound) if self.dangerous_accept_unbound_bundles => {
+                        unbound = Some(format!(
+                            "cosign {} (sigstore bundle naming no repository, accepted by \
+                             dangerous_accept_unbound_bundles)",
+                            auth.describe()
+                        ));
+                    }
+                    Err(Refusal::Unbound) => failed.reasons.push(format!(
+                        "sigstore bundle: {} (set dangerous_accept_unbound_bundles = true on policy {} to accept; \
+                         see README)",
+                        Refusal::Unbound,
+                        self.name
+                    )),
+                    Err(r) => failed.add("sigstore bundle: ", r),
+                },
+                CosignEvidence::Unusable(r) => failed.reasons.push(r.clone()),
+            }
+        }
+        match unbound {
+            Some(by) if !failed.wrong_repository => Ok(by),
+            _ => Err(failed),
+        }
+    }
+
     async fn check_notation(
         &self,
         verifier: &NotationVerifier,
@@ -561,30 +651,6 @@ impl Policy {
         }
         Ok(Err(summarize(&reasons)))
     }
-}
-
-/// Runs evidence against one authority: one verified layer or bundle
-/// satisfies it. Otherwise the reasons, one per piece of evidence.
-fn check_cosign_authority(
-    auth: &CosignAuthority,
-    evidence: &[CosignEvidence],
-    exp: &cosign::Expectation<'_>,
-) -> Result<String, Vec<String>> {
-    let mut reasons = Vec::new();
-    for e in evidence {
-        match e {
-            CosignEvidence::Layer(layer) => match cosign::verify_layer(auth, layer, exp) {
-                Ok(()) => return Ok(format!("cosign {}", auth.describe())),
-                Err(r) => reasons.push(r),
-            },
-            CosignEvidence::Bundle(json) => match bundle::verify_bundle(auth, json, exp) {
-                Ok(()) => return Ok(format!("cosign {} (sigstore bundle)", auth.describe())),
-                Err(r) => reasons.push(format!("sigstore bundle: {r}")),
-            },
-            CosignEvidence::Unusable(r) => reasons.push(r.clone()),
-        }
-    }
-    Err(reasons)
 }
 
 /// The any/all combinator over per-authority results.
@@ -888,6 +954,67 @@ scope = ["r.test/team-a/**"]
     fn fingerprints_change_with_policy_settings() {
         let a = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\n");
         let b = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n");
+        assert_ne!(a.policies[0].fingerprint, b.policies[0].fingerprint);
+    }
+
+    /// The outcomes of `check_cosign_authority` for bundles alone (the cross-format rule, that a
+    /// format A repository failure keeps bundles from being consulted, is in
+    /// `tests/cosign_bundle.rs`): a bundle naming this repository satisfies, one naming another
+    /// blocks one naming none, in either order, and one naming none needs the opt-in.
+    #[test]
+    fn a_bundle_naming_another_repository_outweighs_one_naming_none_in_either_order() {
+        use crate::verify::bundle::tests::{key_signed, pem_of_key};
+        let signer = p256::ecdsa::SigningKey::from_slice(&[1u8; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pub");
+        std::fs::write(&key, pem_of_key(&signer)).unwrap();
+        let policy = |extra: &str| {
+            set(&format!("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [{key:?}]\n{extra}"))
+        };
+        let d: Digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111".parse().unwrap();
+        let now = time::OffsetDateTime::from_unix_timestamp(crate::verify::x509::tests::NOW).unwrap();
+        let exp = cosign::Expectation { digest: &d, docker_reference: Some("r.test/team/app"), now };
+        let bundle = |name: Option<&str>| CosignEvidence::Bundle(key_signed(&signer, &[(d.as_str(), name)]));
+        let (here, other, none) = (Some("r.test/team/app"), Some("r.test/team/other"), None);
+        let wrong = "sigstore bundle: signature names image r.test/team/other but this is r.test/team/app";
+        let unbound = "sigstore bundle: the signed statement names no repository, so it could have been copied from \
+                       another repository (set dangerous_accept_unbound_bundles = true on policy p to accept; see README)";
+        let by_bound = &format!("cosign key {} (sigstore bundle)", key.display());
+        let by_unbound = &format!(
+            "cosign key {} (sigstore bundle naming no repository, accepted by dangerous_accept_unbound_bundles)",
+            key.display()
+        );
+        type Want<'a> = Result<&'a str, (Vec<&'a str>, bool)>;
+        let table: Vec<(Vec<Option<&str>>, bool, Want)> = vec![
+            (vec![here], false, Ok(by_bound)),
+            (vec![other, here], false, Ok(by_bound)),
+            (vec![other], false, Err((vec![wrong], true))),
+            (vec![none], false, Err((vec![unbound], false))),
+            (vec![none], true, Ok(by_unbound)),
+            (vec![none, other], true, Err((vec![wrong], true))),
+            (vec![other, none], true, Err((vec![wrong], true))),
+            (vec![none, here], true, Ok(by_bound)),
+            (vec![none, other], false, Err((vec![unbound, wrong], true))),
+        ];
+        for (names, opt_in, want) in table {
+            let p = policy(if opt_in { "dangerous_accept_unbound_bundles = true" } else { "" });
+            let p = &p.policies[0];
+            let evidence: Vec<CosignEvidence> = names.iter().map(|n| bundle(*n)).collect();
+            let got = p.check_cosign_authority(&p.cosign[0], &evidence, &exp);
+            let got: Want = match &got {
+                Ok(by) => Ok(by.as_str()),
+                Err(u) => Err((u.reasons.iter().map(String::as_str).collect(), u.wrong_repository)),
+            };
+            assert_eq!(got, want, "{names:?} with opt-in {opt_in}");
+        }
+    }
+
+    #[test]
+    fn the_unbound_bundle_opt_in_is_part_of_the_fingerprint() {
+        let a = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\n");
+        let b = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ndangerous_accept_unbound_bundles = true\n");
+        assert!(!a.policies[0].dangerous_accept_unbound_bundles);
+        assert!(b.policies[0].dangerous_accept_unbound_bundles);
         assert_ne!(a.policies[0].fingerprint, b.policies[0].fingerprint);
     }
 

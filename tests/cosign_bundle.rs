@@ -8,12 +8,20 @@
 //! with a P-256 key, the way `cosign sign --key` lays them out (key-made, no
 //! transparency log). The real cosign v3 bundle bytes are covered by the
 //! known-answer tests in `src/verify/bundle.rs`.
+//!
+//! Cosign v3 names no repository in the statement, so its bundles can be
+//! copied into another repository and are refused unless the policy sets
+//! `dangerous_accept_unbound_bundles`. Most tests here therefore name the
+//! repository in the subject, the way GitHub's attest actions name theirs, so
+//! that they test what they are about; the tests under "Repository binding"
+//! are about the binding itself.
 
 #[path = "support/signing.rs"]
 mod signing;
 mod support;
 
 use std::fs;
+use std::time::Duration;
 
 use base64::Engine as _;
 use p256::ecdsa::signature::Signer as _;
@@ -22,6 +30,10 @@ use support::*;
 
 const NS: &str = "registry.test";
 const REPO: &str = "team-a/app";
+/// Another repository the same policy covers: where copies go.
+const COPY: &str = "team-a/copy";
+/// The subject name a GitHub-style signer writes for `REPO`.
+const NAME: &str = "registry.test/team-a/app";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
@@ -37,13 +49,23 @@ fn public_pem(k: &p256::ecdsa::SigningKey) -> String {
     k.verifying_key().to_public_key_pem(LineEnding::LF).expect("PEM")
 }
 
-/// A v0.3 bundle as `cosign sign --key --tlog-upload=false` (v3) writes it:
-/// a DSSE envelope over `{"_type","subject":[{"digest":{"sha256"}}],"predicateType"}`.
+/// A bundle for `REPO`, its subject named as GitHub's attest actions name it.
 fn bundle(k: &p256::ecdsa::SigningKey, digest: &str, predicate: &str) -> Vec<u8> {
+    bundle_naming(k, digest, predicate, Some(NAME))
+}
+
+/// A v0.3 bundle as `cosign sign --key --tlog-upload=false` (v3) writes it:
+/// a DSSE envelope over `{"_type","subject":[{"digest":{"sha256"}}],"predicateType"}`,
+/// which is `name: None`. With a name, the subject also has `"name"`.
+fn bundle_naming(k: &p256::ecdsa::SigningKey, digest: &str, predicate: &str, name: Option<&str>) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
+    let mut subject = serde_json::json!({"digest": {"sha256": &digest["sha256:".len()..]}, "annotations": {}});
+    if let Some(name) = name {
+        subject["name"] = name.into();
+    }
     let statement = serde_json::to_vec(&serde_json::json!({
         "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"digest": {"sha256": &digest["sha256:".len()..]}, "annotations": {}}],
+        "subject": [subject],
         "predicateType": predicate,
     }))
     .unwrap();
@@ -104,38 +126,189 @@ fn index_of(descriptors: Vec<serde_json::Value>) -> Vec<u8> {
 /// `sha256-<hex>` tag index, as clients must for a registry without a
 /// referrers API.
 fn attach(registry: &Registry, image: &Pushed, bundles: &[(Vec<u8>, Option<&str>)]) {
-    push_blob(&registry.host, REPO, b"{}");
+    attach_in(registry, REPO, image, bundles);
+}
+
+/// [`attach`] in `repo`. The referrer manifests and the tag index are built
+/// from the bundle bytes alone, so attaching the same bundles in another
+/// repository writes byte-identical copies: what copying an image with its
+/// signatures (`crane copy`, `oras cp -r`) produces.
+fn attach_in(registry: &Registry, repo: &str, image: &Pushed, bundles: &[(Vec<u8>, Option<&str>)]) {
+    push_blob(&registry.host, repo, b"{}");
     let mut descriptors = Vec::new();
     for (bytes, predicate) in bundles {
-        let digest = push_blob(&registry.host, REPO, bytes);
+        let digest = push_blob(&registry.host, repo, bytes);
         let (manifest, descriptor) = referrer(&digest, bytes.len(), image, *predicate);
-        push_raw_manifest(&registry.host, REPO, &sha256_digest(&manifest), OCI_MANIFEST, &manifest);
+        push_raw_manifest(&registry.host, repo, &sha256_digest(&manifest), OCI_MANIFEST, &manifest);
         descriptors.push(descriptor);
     }
     let tag = image.digest.replace(':', "-");
-    push_raw_manifest(&registry.host, REPO, &tag, OCI_INDEX, &index_of(descriptors));
+    push_raw_manifest(&registry.host, repo, &tag, OCI_INDEX, &index_of(descriptors));
 }
 
 /// A mirror whose enforcing policy trusts `k` (as `release.pub`, no Rekor key).
 fn mirror_trusting(upstream: &str, k: &p256::ecdsa::SigningKey) -> Sigmirror {
+    mirror_trusting_with(upstream, k, "")
+}
+
+/// [`mirror_trusting`], with `extra` lines in the policy.
+fn mirror_trusting_with(upstream: &str, k: &p256::ecdsa::SigningKey, extra: &str) -> Sigmirror {
     let dir = tempfile::TempDir::new().unwrap();
     fs::write(dir.path().join("release.pub"), public_pem(k)).unwrap();
-    let policy = "[[policy]]\nname = \"releases\"\nscope = [\"registry.test/team-a/**\"]\nmode = \"enforce\"\n\
-                  cosign_keys = [\"release.pub\"]\n";
-    Sigmirror::start_in(dir, &mirror_config(upstream, policy))
+    let policy = format!(
+        "[[policy]]\nname = \"releases\"\nscope = [\"registry.test/team-a/**\"]\nmode = \"enforce\"\n\
+         cosign_keys = [\"release.pub\"]\n{extra}"
+    );
+    Sigmirror::start_in(dir, &mirror_config(upstream, &policy))
 }
 
 fn get(m: &Sigmirror, reference: &str) -> Response {
-    http("GET", &format!("{}/v2/{REPO}/manifests/{reference}?ns={NS}", m.url()), &[("Accept", MANIFEST_ACCEPT)])
+    get_in(m, REPO, reference)
+}
+
+fn get_in(m: &Sigmirror, repo: &str, reference: &str) -> Response {
+    http("GET", &format!("{}/v2/{repo}/manifests/{reference}?ns={NS}", m.url()), &[("Accept", MANIFEST_ACCEPT)])
 }
 
 /// Asserts a 403 DENIED whose message names the policy, the image and `reason`.
 fn assert_refused(r: &Response, digest: &str, reason: &str) {
+    assert_refused_in(r, REPO, digest, reason);
+}
+
+fn assert_refused_in(r: &Response, repo: &str, digest: &str, reason: &str) {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.oci_error_code().as_deref(), Some("DENIED"), "{}", r.text());
     let msg = r.oci_error_message().unwrap();
-    assert!(msg.starts_with(&format!("policy releases refused registry.test/{REPO}@{digest}")), "{msg}");
+    assert!(msg.starts_with(&format!("policy releases refused registry.test/{repo}@{digest}")), "{msg}");
     assert!(msg.contains(reason), "message should say {reason:?}: {msg}");
+}
+
+fn assert_served(r: &Response, image: &Pushed, m: &Sigmirror) {
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), m.logs());
+    assert_eq!(r.header("docker-content-digest"), Some(image.digest.as_str()));
+}
+
+// ---- Repository binding: an image copied with its signatures into another repository ----
+
+/// What a cosign v3 bundle refused for naming no repository says.
+const UNBOUND: &str = "key release.pub: sigstore bundle: the signed statement names no repository, so it could have \
+                       been copied from another repository (set dangerous_accept_unbound_bundles = true on policy \
+                       releases to accept; see README)";
+
+#[test]
+fn a_copied_cosign_v3_bundle_naming_no_repository_is_refused_unless_the_policy_accepts_unbound_bundles() {
+    let registry = Registry::start();
+    let k = key("release");
+    let image = push_image(&registry.host, REPO, "v1", "bundle-unbound");
+    // As cosign v3 signs: the statement names the digest only.
+    let b = bundle_naming(&k, &image.digest, SIGN_PREDICATE, None);
+    attach(&registry, &image, &[(b.clone(), Some(SIGN_PREDICATE))]);
+    // The image, its referrers index, the referrer manifest and the bundle, copied to COPY.
+    push_built(&registry.host, COPY, Some("v1"), &image);
+    attach_in(&registry, COPY, &image, &[(b, Some(SIGN_PREDICATE))]);
+
+    let m = mirror_trusting(&registry.url(), &k);
+    assert_refused_in(&get_in(&m, COPY, "v1"), COPY, &image.digest, UNBOUND);
+    // The copy cannot be told from the original, so the original is refused too.
+    assert_refused(&get(&m, "v1"), &image.digest, UNBOUND);
+    assert!(!m.logs().contains("sets dangerous_accept_unbound_bundles"), "no warning without the opt-in");
+
+    let m = mirror_trusting_with(&registry.url(), &k, "dangerous_accept_unbound_bundles = true\n");
+    m.wait_for_log(
+        "policy releases sets dangerous_accept_unbound_bundles: a cosign bundle whose statement names no repository",
+        Duration::from_secs(5),
+    );
+    let r = get_in(&m, COPY, "v1");
+    assert_served(&r, &image, &m);
+    let logs = m.logs();
+    assert!(
+        logs.contains("cosign key release.pub (sigstore bundle naming no repository, accepted by dangerous_accept_unbound_bundles)"),
+        "the decision should say the bundle was unbound:\n{logs}"
+    );
+
+    // docker_reference = "any" already opts out of repository binding, named or not.
+    let m = mirror_trusting_with(&registry.url(), &k, "docker_reference = \"any\"\n");
+    assert_served(&get_in(&m, COPY, "v1"), &image, &m);
+}
+
+#[test]
+fn a_bundle_naming_its_repository_is_served_there_and_refused_when_copied_to_another() {
+    let registry = Registry::start();
+    let k = key("release");
+    let image = push_image(&registry.host, REPO, "v1", "bundle-named");
+    let b = bundle_naming(&k, &image.digest, SIGN_PREDICATE, Some("registry.test/team-a/app:v1"));
+    attach(&registry, &image, &[(b.clone(), Some(SIGN_PREDICATE))]);
+    push_built(&registry.host, COPY, Some("v1"), &image);
+    attach_in(&registry, COPY, &image, &[(b, Some(SIGN_PREDICATE))]);
+
+    let m = mirror_trusting(&registry.url(), &k);
+    assert_served(&get(&m, "v1"), &image, &m);
+    assert_refused_in(
+        &get_in(&m, COPY, "v1"),
+        COPY,
+        &image.digest,
+        "key release.pub: sigstore bundle: signature names image registry.test/team-a/app:v1 but this is \
+         registry.test/team-a/copy",
+    );
+    // The opt-in is about bundles naming no repository; one naming another stays refused.
+    let m = mirror_trusting_with(&registry.url(), &k, "dangerous_accept_unbound_bundles = true\n");
+    assert_refused_in(
+        &get_in(&m, COPY, "v1"),
+        COPY,
+        &image.digest,
+        "signature names image registry.test/team-a/app:v1 but this is registry.test/team-a/copy",
+    );
+}
+
+#[test]
+fn a_bundle_never_rescues_a_sig_signature_that_names_another_repository() {
+    use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+    let registry = Registry::start();
+    let k = key("release");
+    // The same trusted key signs both formats.
+    let sig_key = signing::CosignKey::from_pkcs8_pem(&k.to_pkcs8_pem(LineEnding::LF).unwrap());
+    let copy_name = "registry.test/team-a/copy";
+    // sigstore-rs writes the digest into `docker-reference` too.
+    let wrong_repository =
+        |digest: &str| format!("key release.pub: signature names image {NAME}@{digest} but this is {copy_name}");
+
+    // In COPY: a `.sig` signature made for REPO (copied from there), and a bundle that on its own
+    // would satisfy the key in COPY.
+    let image = push_image(&registry.host, COPY, "v1", "bundle-rescue");
+    signing::sign_and_push(&registry.host, COPY, &image.digest, &sig_key, NAME);
+    attach_in(
+        &registry,
+        COPY,
+        &image,
+        &[(bundle_naming(&k, &image.digest, SIGN_PREDICATE, Some(copy_name)), Some(SIGN_PREDICATE))],
+    );
+    // In COPY too, the same kind of bundle alone: served, so the bundle above is a valid one.
+    let alone = push_image(&registry.host, COPY, "v2", "bundle-rescue-alone");
+    attach_in(
+        &registry,
+        COPY,
+        &alone,
+        &[(bundle_naming(&k, &alone.digest, SIGN_PREDICATE, Some(copy_name)), Some(SIGN_PREDICATE))],
+    );
+
+    let m = mirror_trusting(&registry.url(), &k);
+    assert_served(&get_in(&m, COPY, "v2"), &alone, &m);
+    let r = get_in(&m, COPY, "v1");
+    assert_refused_in(&r, COPY, &image.digest, &wrong_repository(&image.digest));
+    let msg = r.oci_error_message().unwrap();
+    assert!(!msg.contains("sigstore bundle"), "the bundles must not even be consulted: {msg}");
+
+    // Nor does a bundle naming no repository, accepted by the opt-in.
+    let unbound = push_image(&registry.host, COPY, "v3", "bundle-rescue-unbound");
+    signing::sign_and_push(&registry.host, COPY, &unbound.digest, &sig_key, NAME);
+    attach_in(
+        &registry,
+        COPY,
+        &unbound,
+        &[(bundle_naming(&k, &unbound.digest, SIGN_PREDICATE, None), Some(SIGN_PREDICATE))],
+    );
+    let m = mirror_trusting_with(&registry.url(), &k, "dangerous_accept_unbound_bundles = true\n");
+    assert_refused_in(&get_in(&m, COPY, "v3"), COPY, &unbound.digest, &wrong_repository(&unbound.digest));
 }
 
 #[test]

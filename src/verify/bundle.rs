@@ -22,7 +22,36 @@
 //! 5. for certificates, the chain, identity and issuer exactly as for format A
 //!    (`cosign::check_certificate`), at every verified time: the Rekor `integratedTime` and each
 //!    timestamp's `genTime`;
-//! 6. the (now authenticated) statement: type, predicateType, subject digest.
+//! 6. the (now authenticated) statement: type, predicateType, subject digest, and last the
+//!    repository the subject names (see "Repository binding" below).
+//!
+//! # Repository binding
+//!
+//! A format A payload names its repository (`critical.identity.docker-reference`), so a signature
+//! copied into another repository is refused. An in-toto subject may name one too, and the name
+//! is held to the same rule, with the same normalisation (`cosign::normalize_reference`: tag and
+//! digest dropped, Docker Hub spellings folded) and the same words: "signature names image X but
+//! this is Y". What signers put there, as of this writing:
+//! * `cosign sign` v3 (`signDigestBundle` in `cmd/cosign/cli/sign/sign.go`) writes ONE subject
+//!   with only `digest` and `annotations`, no `name`; the cosign v3 bundle among the known-answer
+//!   vectors (`sigstore-rs/bundle_v03.json`) is exactly that. So a cosign v3 bundle binds the
+//!   digest only, and cosign's own verifier checks only the digest
+//!   (`verifyImageAttestationsSigstoreBundle` in `pkg/cosign/verify.go`).
+//! * `cosign attest` (`attestation.GenerateStatement`) names the repository without tag:
+//!   `digest.Repository.String()`; the attestation vector names `127.0.0.1:60943/repo`.
+//! * GitHub's `actions/attest*` (sigstore-js) take `subject-name` as the image name, such as
+//!   `ghcr.io/acme/api` or `index.docker.io/acme/api` (GitHub's docs for publishing images), and
+//!   since actions/attest#464 keep a tag (`ghcr.io/acme/api:v1`) in the signed subject.
+//!
+//! The last two are attestations, which are refused here anyway; they show how a `name` is
+//! written, so a signer that binds a `cosign/sign/v1` statement to its repository is read the
+//! same way (repository, optional tag or digest). No vector here has a named `sign/v1` subject.
+//!
+//! A bundle whose subjects with the served digest name no repository could have been copied in
+//! from any repository whose signer the policy trusts, so it is refused as [`Refusal::Unbound`];
+//! the policy may opt in to accepting it (`dangerous_accept_unbound_bundles`). With
+//! `docker_reference = "any"` nothing is compared, named or not: the policy has already opted out
+//! of repository binding for format A too.
 //!
 //! Not done, on purpose:
 //! * Without timestamp authorities (a `roots` PEM, or a trusted root that lists none) the
@@ -31,8 +60,6 @@
 //! * A timestamp is an additional time source, never a replacement: certificate bundles still
 //!   need a verified Rekor `integratedTime`, so bundles whose only time proof is a timestamp
 //!   (Rekor v2 entries have no SET) are refused.
-//! * The statement names no repository, so the policy's `docker_reference` has nothing to check:
-//!   a bundle binds the digest only (cosign v3 verifies the same way).
 //! * `messageSignature` bundles (`cosign sign-blob`) and attestations are not image signatures.
 
 use std::collections::BTreeMap;
@@ -41,7 +68,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::cosign::{self, CosignAuthority, Expectation};
+use super::cosign::{self, CosignAuthority, Expectation, Refusal};
 use super::keys::truncate;
 use super::notation::timestamp::{self, TsaTrust};
 use super::rekor::{self, strip_whitespace, RekorKey, Signer, TlogEntry};
@@ -157,12 +184,14 @@ struct Statement {
 
 #[derive(Deserialize)]
 struct StatementSubject {
+    /// The artifact's name; for an image, its repository (see "Repository binding").
+    name: Option<String>,
     #[serde(default)]
     digest: BTreeMap<String, String>,
 }
 
-/// Verifies one bundle against one authority. `Err` is a short reason for the log and the refusal.
-pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> Result<(), String> {
+/// Verifies one bundle against one authority.
+pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> Result<(), Refusal> {
     verify_bundle_times(auth, json, exp).map(|_| ())
 }
 
@@ -172,7 +201,15 @@ pub fn verify_bundle_times(
     auth: &CosignAuthority,
     json: &[u8],
     exp: &Expectation,
-) -> Result<Vec<VerifiedTime>, String> {
+) -> Result<Vec<VerifiedTime>, Refusal> {
+    let (times, statement) = verify_envelope(auth, json)?;
+    check_statement(&statement, exp)?;
+    Ok(times)
+}
+
+/// Checks 1 to 5: everything but the statement's claims. Returns the verified times and the
+/// authenticated statement bytes.
+fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedTime>, Vec<u8>), String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     if json.len() > MAX_BUNDLE_BYTES {
         return Err(format!("bundle is {} bytes, more than the {MAX_BUNDLE_BYTES} allowed", json.len()));
@@ -263,8 +300,7 @@ pub fn verify_bundle_times(
             }
         }
     }
-    check_statement(&payload, exp)?;
-    Ok(times)
+    Ok((times, payload))
 }
 
 fn rekor_time(t: i64) -> Result<OffsetDateTime, String> {
@@ -382,13 +418,15 @@ fn logged_time(
     Err(reasons.join("; "))
 }
 
-/// The claims of the authenticated statement.
-fn check_statement(payload: &[u8], exp: &Expectation) -> Result<(), String> {
+/// The claims of the authenticated statement. The repository comes last, so a bundle refused as
+/// [`Refusal::Unbound`] or [`Refusal::WrongRepository`] is otherwise a valid signature for this
+/// digest.
+fn check_statement(payload: &[u8], exp: &Expectation) -> Result<(), Refusal> {
     let st: Statement =
         serde_json::from_slice(payload).map_err(|e| format!("signed statement is not an in-toto Statement: {e}"))?;
     match st.statement_type.as_deref() {
         Some(t) if STATEMENT_TYPES.contains(&t) => {}
-        Some(t) => return Err(format!("signed statement type {} is not an in-toto Statement", truncate(t, 100))),
+        Some(t) => return Err(format!("signed statement type {} is not an in-toto Statement", truncate(t, 100)).into()),
         None => return Err("signed statement has no _type".into()),
     }
     match st.predicate_type.as_deref() {
@@ -397,24 +435,50 @@ fn check_statement(payload: &[u8], exp: &Expectation) -> Result<(), String> {
             return Err(format!(
                 "bundle is an attestation (predicateType {}), not an image signature ({COSIGN_SIGN_PREDICATE})",
                 truncate(p, 100)
-            ))
+            )
+            .into())
         }
-        None => return Err(format!("signed statement has no predicateType; expected {COSIGN_SIGN_PREDICATE}")),
+        None => return Err(format!("signed statement has no predicateType; expected {COSIGN_SIGN_PREDICATE}").into()),
     }
     let want = exp.digest.hex();
-    let subjects: Vec<&str> = st.subject.iter().filter_map(|s| s.digest.get("sha256")).map(String::as_str).collect();
-    if subjects.iter().any(|d| d.eq_ignore_ascii_case(want)) {
+    fn digest_of(s: &StatementSubject) -> Option<&str> {
+        s.digest.get("sha256").map(String::as_str)
+    }
+    let matching: Vec<&StatementSubject> =
+        st.subject.iter().filter(|s| digest_of(s).is_some_and(|d| d.eq_ignore_ascii_case(want))).collect();
+    if matching.is_empty() {
+        let subjects: Vec<&str> = st.subject.iter().filter_map(digest_of).collect();
+        if subjects.is_empty() {
+            return Err("signed statement has no subject with a sha256 digest".into());
+        }
+        let named: Vec<String> = subjects.iter().take(3).map(|d| format!("sha256:{}", truncate(d, 64))).collect();
+        return Err(
+            format!("statement digest mismatch: signature is for {} not {}", named.join(", "), exp.digest).into()
+        );
+    }
+    let Some(reference) = exp.docker_reference else { return Ok(()) };
+    check_subject_names(&matching, reference)
+}
+
+/// The repository check on the subjects that carry the served digest: one of their names must be
+/// `reference`, compared as format A compares `docker-reference`. A subject may be listed under
+/// several names (an image pushed to several repositories and attested once); any one matching is
+/// enough. Only when none of them has a name is the bundle unbound: a name elsewhere is evidence
+/// of another repository, never of none.
+fn check_subject_names(matching: &[&StatementSubject], reference: &str) -> Result<(), Refusal> {
+    let names: Vec<&str> = matching.iter().filter_map(|s| s.name.as_deref()).filter(|n| !n.trim().is_empty()).collect();
+    if names.is_empty() {
+        return Err(Refusal::Unbound);
+    }
+    let want = cosign::normalize_reference(reference);
+    if names.iter().any(|n| cosign::normalize_reference(n) == want) {
         return Ok(());
     }
-    if subjects.is_empty() {
-        return Err("signed statement has no subject with a sha256 digest".into());
-    }
-    let named: Vec<String> = subjects.iter().take(3).map(|d| format!("sha256:{}", truncate(d, 64))).collect();
-    Err(format!("statement digest mismatch: signature is for {} not {}", named.join(", "), exp.digest))
+    Err(Refusal::WrongRepository(cosign::wrong_repository(&names, reference)))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Checker, RawPolicy};
     use crate::oci::Digest;
@@ -462,9 +526,15 @@ mod tests {
         )
     }
 
+    /// Verifies with no repository expected (`docker_reference = "any"`), the reason as text.
     fn verify(auth: &CosignAuthority, bundle: &Value, digest: &str) -> Result<(), String> {
+        verify_as(auth, bundle, digest, None).map_err(|r| r.to_string())
+    }
+
+    /// Verifies expecting `reference` (`None`: no repository check).
+    fn verify_as(auth: &CosignAuthority, bundle: &Value, digest: &str, reference: Option<&str>) -> Result<(), Refusal> {
         let d: Digest = digest.parse().expect("digest");
-        let exp = Expectation { digest: &d, docker_reference: Some("r.example/elsewhere"), now: now() };
+        let exp = Expectation { digest: &d, docker_reference: reference, now: now() };
         verify_bundle(auth, &serde_json::to_vec(bundle).expect("json"), &exp)
     }
 
@@ -513,7 +583,7 @@ mod tests {
         )
     }
 
-    fn verify_times(auth: &CosignAuthority, bundle: &Value) -> Result<Vec<VerifiedTime>, String> {
+    fn verify_times(auth: &CosignAuthority, bundle: &Value) -> Result<Vec<VerifiedTime>, Refusal> {
         let d: Digest = KAT_DIGEST.parse().expect("digest");
         let exp = Expectation { digest: &d, docker_reference: None, now: now() };
         verify_bundle_times(auth, &serde_json::to_vec(bundle).expect("json"), &exp)
@@ -629,6 +699,40 @@ mod tests {
         assert_eq!(
             verify(&fulcio(KAT_IDENTITY, KAT_ISSUER), &kat(), OTHER),
             Err(format!("statement digest mismatch: signature is for {KAT_DIGEST} not {OTHER}"))
+        );
+    }
+
+    #[test]
+    fn the_cosign_v3_bundle_names_no_repository_so_it_is_unbound_wherever_one_is_expected() {
+        let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
+        let here = Some("ghcr.io/kubewarden/kubewarden-controller");
+        assert_eq!(verify_as(&auth, &kat(), KAT_DIGEST, here), Err(Refusal::Unbound));
+        assert_eq!(verify_as(&auth, &kat(), KAT_DIGEST, None), Ok(()));
+        // Unbound is the last word: every other refusal comes first.
+        assert_eq!(
+            verify_as(&auth, &kat(), OTHER, here),
+            Err(format!("statement digest mismatch: signature is for {KAT_DIGEST} not {OTHER}").into())
+        );
+        let stranger = fulcio("https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1", KAT_ISSUER);
+        assert!(matches!(verify_as(&stranger, &kat(), KAT_DIGEST, here), Err(Refusal::Invalid(_))));
+    }
+
+    #[test]
+    fn the_cosign_attestation_bundle_names_its_repository() {
+        // `cosign attest` names the repository (`127.0.0.1:60943/repo`); here it is refused as an
+        // attestation first, which shows the name is parsed without tripping over anything else.
+        let att = read_json("cosign/oci-attestation.sigstore.json");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let payload = b64.decode(att["dsseEnvelope"]["payload"].as_str().unwrap()).unwrap();
+        let st: Statement = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(st.subject[0].name.as_deref(), Some("127.0.0.1:60943/repo"));
+        let subjects: Vec<&StatementSubject> = st.subject.iter().collect();
+        assert_eq!(check_subject_names(&subjects, "127.0.0.1:60943/repo"), Ok(()));
+        assert_eq!(
+            check_subject_names(&subjects, "127.0.0.1:60943/other"),
+            Err(Refusal::WrongRepository(
+                "signature names image 127.0.0.1:60943/repo but this is 127.0.0.1:60943/other".into()
+            ))
         );
     }
 
@@ -839,7 +943,7 @@ mod tests {
         let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
         let d: Digest = KAT_DIGEST.parse().unwrap();
         let exp = Expectation { digest: &d, docker_reference: None, now: now() };
-        assert!(verify_bundle(&auth, b"{", &exp).unwrap_err().starts_with("bundle is malformed"));
+        assert!(verify_bundle(&auth, b"{", &exp).unwrap_err().to_string().starts_with("bundle is malformed"));
         assert_eq!(
             verify_bundle(&auth, &vec![b' '; MAX_BUNDLE_BYTES + 1], &exp),
             Err("bundle is 1048577 bytes, more than the 1048576 allowed".into())
@@ -1029,6 +1133,140 @@ mod tests {
         assert_eq!(
             verify(&auth, &make(&k.signer, odd.as_bytes(), None, |_, _| json!({})), OTHER),
             Err("signed statement type https://x.io/Statement/v1 is not an in-toto Statement".into())
+        );
+    }
+
+    /// A bundle signed by `signer` without a log entry (`cosign sign --key --tlog-upload=false`)
+    /// over a `cosign/sign/v1` statement with these subjects, as bytes.
+    pub(crate) fn key_signed(signer: &p256::ecdsa::SigningKey, subjects: &[(&str, Option<&str>)]) -> Vec<u8> {
+        serde_json::to_vec(&make(signer, &statement_of(subjects), None, |_, _| json!({}))).unwrap()
+    }
+
+    pub(crate) fn pem_of_key(sk: &p256::ecdsa::SigningKey) -> String {
+        pem_of(sk)
+    }
+
+    /// A `cosign/sign/v1` statement with these subjects (each `(sha256 digest, name)`).
+    fn statement_of(subjects: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let subjects: Vec<Value> = subjects
+            .iter()
+            .map(|(d, n)| {
+                let mut s = json!({"digest": {"sha256": &d[7..]}, "annotations": {}});
+                if let Some(n) = n {
+                    s["name"] = json!(n);
+                }
+                s
+            })
+            .collect();
+        serde_json::to_vec(&json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": subjects,
+            "predicateType": COSIGN_SIGN_PREDICATE,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_subject_name_must_name_the_repository_the_image_is_served_from() {
+        let k = keys();
+        let auth = authority_in(k.dir.path(), "cosign_keys = [\"key.pub\"]");
+        let signed =
+            |subjects: &[(&str, Option<&str>)]| make(&k.signer, &statement_of(subjects), None, |_, _| json!({}));
+        let wrong = |got: &str, want: &str| {
+            Err(Refusal::WrongRepository(format!("signature names image {got} but this is {want}")))
+        };
+        let here = "r.example/team/app";
+        // The name as GitHub's attest actions write it, with a tag, a digest or both: the repository counts.
+        for name in [
+            "r.example/team/app",
+            "r.example/team/app:v1",
+            &format!("r.example/team/app@{OTHER}"),
+            &format!("r.example/team/app:v1@{OTHER}"),
+            "R.Example/team/app",
+        ] {
+            assert_eq!(verify_as(&auth, &signed(&[(OTHER, Some(name))]), OTHER, Some(here)), Ok(()), "{name}");
+        }
+        for name in
+            ["r.example/team/other", "r.example/team", "r.example/team/app/sub", "r.example:5000/team/app", "team/app"]
+        {
+            assert_eq!(
+                verify_as(&auth, &signed(&[(OTHER, Some(name))]), OTHER, Some(here)),
+                wrong(name, here),
+                "{name}"
+            );
+        }
+        // The expected reference may carry a tag too; only the repository is compared.
+        assert_eq!(verify_as(&auth, &signed(&[(OTHER, Some(here))]), OTHER, Some("r.example/team/app:v2")), Ok(()));
+        // Docker Hub's spellings are one repository, as for format A.
+        for (name, reference) in [
+            ("index.docker.io/acme/api", "docker.io/acme/api"),
+            ("acme/api:v1", "docker.io/acme/api"),
+            ("nginx", "docker.io/library/nginx"),
+            ("registry-1.docker.io/library/nginx:1.25", "docker.io/library/nginx"),
+            ("localhost:5000/app:tag", "localhost:5000/app"),
+        ] {
+            assert_eq!(verify_as(&auth, &signed(&[(OTHER, Some(name))]), OTHER, Some(reference)), Ok(()), "{name}");
+        }
+        assert_eq!(
+            verify_as(&auth, &signed(&[(OTHER, Some("docker.io/acme/nginx"))]), OTHER, Some("docker.io/library/nginx")),
+            wrong("docker.io/acme/nginx", "docker.io/library/nginx")
+        );
+        // No name, or an empty one, is unbound; with no reference expected ("any") nothing is compared.
+        for subject in [(OTHER, None), (OTHER, Some("")), (OTHER, Some("  "))] {
+            assert_eq!(verify_as(&auth, &signed(&[subject]), OTHER, Some(here)), Err(Refusal::Unbound), "{subject:?}");
+        }
+        assert_eq!(verify_as(&auth, &signed(&[(OTHER, None)]), OTHER, None), Ok(()));
+        assert_eq!(verify_as(&auth, &signed(&[(OTHER, Some("r.example/x"))]), OTHER, None), Ok(()));
+    }
+
+    #[test]
+    fn only_the_names_of_subjects_with_the_served_digest_count() {
+        let k = keys();
+        let auth = authority_in(k.dir.path(), "cosign_keys = [\"key.pub\"]");
+        let signed =
+            |subjects: &[(&str, Option<&str>)]| make(&k.signer, &statement_of(subjects), None, |_, _| json!({}));
+        let here = "r.example/team/app";
+        let third = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+        // One image attested under two names: either one is enough.
+        let two_names = signed(&[(OTHER, Some("r.example/team/mirror")), (OTHER, Some(here))]);
+        assert_eq!(verify_as(&auth, &two_names, OTHER, Some(here)), Ok(()));
+        assert_eq!(verify_as(&auth, &two_names, OTHER, Some("r.example/team/mirror")), Ok(()));
+        assert_eq!(
+            verify_as(&auth, &two_names, OTHER, Some("r.example/team/third")),
+            Err(Refusal::WrongRepository(
+                "signature names image r.example/team/mirror, r.example/team/app but this is r.example/team/third"
+                    .into()
+            ))
+        );
+        // Another artifact's subject naming this repository binds nothing.
+        let elsewhere = signed(&[(OTHER, Some("r.example/team/other")), (third, Some(here))]);
+        assert_eq!(
+            verify_as(&auth, &elsewhere, OTHER, Some(here)),
+            Err(Refusal::WrongRepository(format!("signature names image r.example/team/other but this is {here}")))
+        );
+        assert_eq!(
+            verify_as(&auth, &signed(&[(OTHER, None), (third, Some(here))]), OTHER, Some(here)),
+            Err(Refusal::Unbound)
+        );
+        // A name elsewhere is evidence of another repository, never of none.
+        let mixed = signed(&[(OTHER, None), (OTHER, Some("r.example/team/other"))]);
+        assert_eq!(
+            verify_as(&auth, &mixed, OTHER, Some(here)),
+            Err(Refusal::WrongRepository(format!("signature names image r.example/team/other but this is {here}")))
+        );
+    }
+
+    #[test]
+    fn the_subject_name_is_signed() {
+        let k = keys();
+        let auth = authority_in(k.dir.path(), "cosign_keys = [\"key.pub\"]");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut b = make(&k.signer, &statement_of(&[(OTHER, Some("r.example/team/a"))]), None, |_, _| json!({}));
+        let renamed = String::from_utf8(statement_of(&[(OTHER, Some("r.example/team/b"))])).unwrap();
+        b["dsseEnvelope"]["payload"] = json!(b64.encode(renamed));
+        assert_eq!(
+            verify_as(&auth, &b, OTHER, Some("r.example/team/b")),
+            Err("signature by an untrusted key (or over an altered payload)".into())
         );
     }
 

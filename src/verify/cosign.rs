@@ -545,14 +545,57 @@ pub struct Expectation<'a> {
     pub now: OffsetDateTime,
 }
 
-/// Verifies one signature layer against one authority. `Err` is a short reason for the log and the
-/// refusal message.
-pub fn verify_layer(auth: &CosignAuthority, layer: &SignatureLayer, exp: &Expectation) -> Result<(), String> {
+/// Why one signature does not satisfy one authority, in either format. `Display` is the short
+/// reason for the log and the refusal message.
+///
+/// The repository cases are variants of their own because `policy` acts on them: a signature that
+/// verified but names another repository keeps other formats from satisfying its authority, and
+/// one that names none is refused unless the policy opts in. Matching on message text instead
+/// would break silently the day a message is reworded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The signature verified with the authority and is for this digest, but names another image:
+    /// "signature names image X but this is Y".
+    WrongRepository(String),
+    /// The signature verified with the authority and is for this digest, but names no repository
+    /// at all (a cosign v3 bundle), while the policy expects one.
+    Unbound,
+    /// Any other reason.
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::WrongRepository(r) | Refusal::Invalid(r) => f.write_str(r),
+            Refusal::Unbound => f.write_str(
+                "the signed statement names no repository, so it could have been copied from another repository",
+            ),
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal::Invalid(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Refusal::Invalid(reason.to_string())
+    }
+}
+
+/// Verifies one signature layer against one authority.
+pub fn verify_layer(auth: &CosignAuthority, layer: &SignatureLayer, exp: &Expectation) -> Result<(), Refusal> {
     if layer.media_type != SIMPLESIGNING_MEDIA_TYPE {
-        return Err(format!("layer media type {} is not a cosign signature", truncate(&layer.media_type, 100)));
+        return Err(format!("layer media type {} is not a cosign signature", truncate(&layer.media_type, 100)).into());
     }
     if layer.payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(format!("payload is {} bytes, more than the {MAX_PAYLOAD_BYTES} allowed", layer.payload.len()));
+        return Err(
+            format!("payload is {} bytes, more than the {MAX_PAYLOAD_BYTES} allowed", layer.payload.len()).into()
+        );
     }
     let sig = decode_signature(&layer.annotations)?;
     let payload = &layer.payload;
@@ -687,12 +730,14 @@ fn signature_certificates(annotations: &BTreeMap<String, String>) -> Result<(Cer
 
 /// Checks the simple-signing claims. Keys are looked up exactly, then case-insensitively, as Go's
 /// `encoding/json` (what cosign uses) does.
-fn check_payload(payload: &[u8], exp: &Expectation) -> Result<(), String> {
+fn check_payload(payload: &[u8], exp: &Expectation) -> Result<(), Refusal> {
     let v: serde_json::Value = serde_json::from_slice(payload).map_err(|_| "payload is not JSON")?;
     let critical = field(&v, "critical").ok_or("payload has no critical section")?;
     match field(critical, "type").and_then(|t| t.as_str()) {
         Some(COSIGN_SIGNATURE_TYPE) => {}
-        Some(other) => return Err(format!("payload type {:?} is not {COSIGN_SIGNATURE_TYPE:?}", truncate(other, 100))),
+        Some(other) => {
+            return Err(format!("payload type {:?} is not {COSIGN_SIGNATURE_TYPE:?}", truncate(other, 100)).into())
+        }
         None => return Err("payload has no critical.type".into()),
     }
     let digest = field(critical, "image")
@@ -700,7 +745,9 @@ fn check_payload(payload: &[u8], exp: &Expectation) -> Result<(), String> {
         .and_then(|d| d.as_str())
         .ok_or("payload has no critical.image.docker-manifest-digest")?;
     if digest != exp.digest.as_str() {
-        return Err(format!("payload digest mismatch: signature is for {} not {}", truncate(digest, 80), exp.digest));
+        return Err(
+            format!("payload digest mismatch: signature is for {} not {}", truncate(digest, 80), exp.digest).into()
+        );
     }
     if let Some(want) = exp.docker_reference {
         let got = field(critical, "identity")
@@ -708,10 +755,17 @@ fn check_payload(payload: &[u8], exp: &Expectation) -> Result<(), String> {
             .and_then(|r| r.as_str())
             .ok_or_else(|| format!("payload has no critical.identity.docker-reference; expected {want}"))?;
         if normalize_reference(got) != normalize_reference(want) {
-            return Err(format!("signature names image {} but this is {want}", truncate(got, 200)));
+            return Err(Refusal::WrongRepository(wrong_repository(&[got], want)));
         }
     }
     Ok(())
+}
+
+/// The refusal for a signature that names `got` (one or more images) where `want` was expected;
+/// the same words for both formats.
+pub(crate) fn wrong_repository(got: &[&str], want: &str) -> String {
+    let shown: Vec<String> = got.iter().take(3).map(|g| truncate(g, 200)).collect();
+    format!("signature names image {} but this is {want}", shown.join(", "))
 }
 
 fn field<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
@@ -825,8 +879,10 @@ mod tests {
         assert_eq!(verify_layer(&auth, &layer, &with("192.168.64.2:5000/skopeo-signed:other")), Ok(()));
         assert_eq!(
             verify_layer(&auth, &layer, &with("192.168.64.2:5000/skopeo-unsigned")),
-            Err("signature names image 192.168.64.2:5000/skopeo-signed:tag but this is 192.168.64.2:5000/skopeo-unsigned"
-                .into())
+            Err(Refusal::WrongRepository(
+                "signature names image 192.168.64.2:5000/skopeo-signed:tag but this is 192.168.64.2:5000/skopeo-unsigned"
+                    .into()
+            ))
         );
     }
 
@@ -973,7 +1029,8 @@ mod tests {
                 verify_layer(&auth, &layer, &exp(&digest)),
                 Err(format!(
                     "payload digest mismatch: signature is for sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00 not {digest}"
-                )),
+                )
+                .into()),
                 "{dir}"
             );
         }
@@ -1133,7 +1190,7 @@ mod tests {
         let layer = signed_layer(&f.signer, payload_for(other, "r.example/app"), &[]);
         assert_eq!(
             verify_layer(&auth, &layer, &exp(&d)),
-            Err(format!("payload digest mismatch: signature is for {other} not {DIGEST}"))
+            Err(format!("payload digest mismatch: signature is for {other} not {DIGEST}").into())
         );
         let cases: [(&[u8], &str); 5] = [
             (b"not json", "payload is not JSON"),
@@ -1150,7 +1207,7 @@ mod tests {
         ];
         for (payload, reason) in cases {
             let layer = signed_layer(&f.signer, payload.to_vec(), &[]);
-            assert_eq!(verify_layer(&auth, &layer, &exp(&d)), Err(reason.to_string()));
+            assert_eq!(verify_layer(&auth, &layer, &exp(&d)), Err(reason.into()));
         }
         // Go's decoder matches keys case-insensitively; the spec's own example capitalises one.
         let capital = String::from_utf8(payload_for(DIGEST, "r.example/app"))
@@ -1256,7 +1313,7 @@ mod tests {
         let layer = |bundle: &str| signed_layer(&f.signer, payload.clone(), &[(ANNOTATION_BUNDLE, bundle)]);
         let auth = f.auth("cosign_keys = [\"key.pub\"]\nrekor_keys = [\"rekor.pub\"]");
         assert_eq!(verify_layer(&auth, &layer(&good), &exp(&d)), Ok(()));
-        let err = verify_layer(&auth, &layer(&rogue), &exp(&d)).unwrap_err();
+        let err = verify_layer(&auth, &layer(&rogue), &exp(&d)).unwrap_err().to_string();
         assert!(
             err.starts_with("Rekor bundle is from log ") && err.ends_with(", which is not a trusted Rekor key"),
             "{err}"

@@ -22,6 +22,11 @@ impl CosignKey {
         CosignKey { pair: signer.to_sigstore_keypair().expect("key pair") }
     }
 
+    /// The key pair of a PKCS#8 PEM private key, for tests that sign other formats with the same key.
+    pub fn from_pkcs8_pem(pem: &str) -> CosignKey {
+        CosignKey { pair: SigStoreKeyPair::from_pem(pem.as_bytes()).expect("PKCS#8 private key") }
+    }
+
     pub fn generate_p384() -> CosignKey {
         let signer = SigningScheme::ECDSA_P384_SHA384_ASN1.create_signer().expect("generate P-384 key");
         CosignKey { pair: signer.to_sigstore_keypair().expect("key pair") }
