@@ -102,7 +102,7 @@ fn cache(c: &mut Criterion) {
         digest: Digest::of(b"bench manifest"),
         policy_fingerprint: [7; 32],
     };
-    let allow = Verdict::Allow { policy: "bench".into(), by: "key cosign.pub".into() };
+    let allow = Verdict::Allow { policy: "bench".into(), by: "key cosign.pub".into(), vouches: true };
     let first = rt.block_on(cache.get_or_verify(key.clone(), async { Ok(allow.clone()) })).expect("first verify");
     assert!(first.is_allow());
     let warm = rt.block_on(cache.get_or_verify(key.clone(), must_not_run())).expect("warm hit");

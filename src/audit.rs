@@ -33,7 +33,7 @@ pub fn log_decision(v: &Verdict, image: &str, reference: &str) {
     };
     METRICS.decisions.get_or_create(&DecisionLabels { decision, policy }).inc();
     match v {
-        Verdict::Allow { policy, by } => {
+        Verdict::Allow { policy, by, .. } => {
             tracing::info!(target: "sigmirror::decision", decision = "allow", %policy, %image, reference = %reference, by = %by, "allow {image}")
         }
         Verdict::Deny { policy, .. } => {

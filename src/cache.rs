@@ -152,7 +152,7 @@ mod tests {
                     .get_or_verify(key(1), async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(Verdict::Allow { policy: "p".into(), by: "k".into() })
+                        Ok(Verdict::Allow { policy: "p".into(), by: "k".into(), vouches: true })
                     })
                     .await
             }));
@@ -169,7 +169,9 @@ mod tests {
         let r = cache.get_or_verify(key(2), async { Err(UpstreamError::Timeout(Duration::from_secs(1))) }).await;
         assert!(r.is_err());
         assert_eq!(cache.get(&key(2)).await, None);
-        let r = cache.get_or_verify(key(2), async { Ok(Verdict::Allow { policy: "p".into(), by: "k".into() }) }).await;
+        let r = cache
+            .get_or_verify(key(2), async { Ok(Verdict::Allow { policy: "p".into(), by: "k".into(), vouches: true }) })
+            .await;
         assert!(r.unwrap().is_allow());
     }
 
@@ -188,7 +190,7 @@ mod tests {
     async fn denials_expire_sooner_than_allows() {
         let cache = VerdictCache::new(Duration::from_secs(60), Duration::from_millis(100));
         let deny = Verdict::Deny { policy: Some("p".into()), reason: "r".into() };
-        let allow = Verdict::Allow { policy: "p".into(), by: "k".into() };
+        let allow = Verdict::Allow { policy: "p".into(), by: "k".into(), vouches: true };
         cache.get_or_verify(key(4), async { Ok(deny) }).await.unwrap();
         cache.get_or_verify(key(5), async { Ok(allow) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;

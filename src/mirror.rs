@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::{ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::error::{Error, Resource};
 use crate::metrics::{PolicyLabels, METRICS};
 use crate::oci::{media, ManifestRef};
@@ -115,15 +115,16 @@ impl Mirror {
             return Ok(Verdict::Allow {
                 policy: policy.name.clone(),
                 by: format!("listed by verified index {parent}"),
+                vouches: true,
             });
         }
         let subject = Subject { registry: &pull.registry, repo: &pull.repo, manifest: m };
         let verify = async {
             METRICS.verifications.get_or_create(&PolicyLabels { policy: policy.name.clone() }).inc();
-            let v = policy.evaluate(&pull.up, &subject, time::OffsetDateTime::now_utc()).await?;
+            let v = policy.evaluate(&*pull.up, &subject, time::OffsetDateTime::now_utc()).await?;
             // Only a real verification vouches for an index's children; an
             // audit-mode allow vouches for nothing.
-            if v.is_allow() && policy.mode == Mode::Enforce {
+            if v.vouches() {
                 self.children.record(&key, policy::index_children(m)).await;
             }
             Ok::<_, UpstreamError>(v)

@@ -3,9 +3,11 @@
 //! Untrusted strings from clients and registries are parsed here into checked
 //! types. The rest of the crate takes `Digest` and `Route` and never re-checks.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 /// Media types we meet often enough to name.
@@ -283,6 +285,36 @@ impl FromStr for ImageRef {
         let repo = checked_repo(&segs).map_err(|e| e.to_string())?;
         Ok(ImageRef { registry: registry.to_string(), repo, reference })
     }
+}
+
+/// The parts of an image manifest that signature discovery reads; other
+/// fields are ignored.
+#[derive(Deserialize)]
+pub struct ImageManifest {
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    pub config: Option<Descriptor>,
+    #[serde(rename = "artifactType")]
+    pub artifact_type: Option<String>,
+    pub subject: Option<Descriptor>,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    pub digest: String,
+    #[serde(default)]
+    pub size: u64,
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(rename = "artifactType")]
+    pub artifact_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ImageIndex {
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::audit::refuse;
-use crate::config::{Mode, OnTagMove};
+use crate::config::OnTagMove;
 use crate::error::Error;
 use crate::metrics::{PolicyLabels, METRICS};
 use crate::mirror::{Mirror, Pull};
@@ -87,7 +87,7 @@ impl TagGuard {
                 let m = mirror.resolve(pull, &pull.reference, media::ALL_MANIFESTS).await?;
                 let verdict = mirror.decide(pull, policy, &m).await?;
                 // Only a real verification pins; an audit-mode allow vouches for nothing.
-                if !(verdict.is_allow() && policy.mode == Mode::Enforce) {
+                if !verdict.vouches() {
                     return Ok((m, verdict));
                 }
                 let ours = Pin {

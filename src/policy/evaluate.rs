@@ -1,0 +1,440 @@
+//! Judgement: pure functions from an [`Evidence`] value to a [`Verdict`].
+//! Nothing here touches the network, so every rule can be tested with
+//! hand-built evidence.
+//!
+//! Cosign: either format verifying satisfies an authority, with one
+//! exception: an authority for which a signature verified but named another
+//! repository is satisfied by nothing else. That signature is evidence the
+//! image was copied here from elsewhere, and another format must not rescue
+//! it; the refusal keeps its repository reason.
+
+use crate::config::Mode;
+use crate::verify::bundle;
+use crate::verify::cosign::{self, CosignAuthority, Refusal};
+use crate::verify::notation::{self, NotationVerifier};
+
+use super::evidence::{CosignEvidence, Evidence, Found, NotationEvidence};
+use super::verdict::{combine, summarize, AuthorityResult, Verdict};
+use super::{Policy, Subject};
+
+/// The verdict of `policy` on `subject` given what was found. Audit mode
+/// turns a denial into an allow that says what would have been refused, and
+/// that vouches for nothing.
+pub fn judge(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::OffsetDateTime) -> Verdict {
+    match (policy.mode, verify(policy, subject, ev, now)) {
+        (Mode::Audit, Verdict::Deny { reason, .. }) => Verdict::Allow {
+            policy: policy.name.clone(),
+            by: format!("audit mode (would refuse: {reason})"),
+            vouches: false,
+        },
+        (Mode::Audit, Verdict::Allow { policy, by, .. }) => Verdict::Allow { policy, by, vouches: false },
+        (Mode::Enforce, v) => v,
+    }
+}
+
+fn verify(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::OffsetDateTime) -> Verdict {
+    if policy.authority_count() == 0 {
+        return Verdict::Deny {
+            policy: Some(policy.name.clone()),
+            reason: "no signature verifier configured (the policy lists no cosign key, certificate or notation)".into(),
+        };
+    }
+    let mut results: Vec<AuthorityResult> = Vec::new();
+    if !policy.cosign.is_empty() {
+        results.extend(cosign_results(policy, subject, ev, now));
+    }
+    if let Some(n) = &policy.notation {
+        results.push(notation_result(policy, n, subject, ev, now));
+    }
+    combine(&policy.name, policy.require, results)
+}
+
+/// Whether looking up bundles could change the verdict: some cosign
+/// authority is unsatisfied by the `.sig` tag and not blocked by a signature
+/// naming another repository. Lets a signed image cost no extra requests.
+pub fn bundles_could_help(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::OffsetDateTime) -> bool {
+    let exp_ref = expected_reference(policy, subject);
+    let exp = expectation(subject, exp_ref.as_deref(), now);
+    cosign_outcomes(policy, ev.signature_tag.as_ref(), None, &exp).outcomes.iter().any(is_open)
+}
+
+fn expected_reference(policy: &Policy, s: &Subject<'_>) -> Option<String> {
+    match policy.docker_reference.as_deref() {
+        Some("any") => None,
+        Some(r) => Some(r.to_string()),
+        None => Some(format!("{}/{}", s.registry, s.repo)),
+    }
+}
+
+fn expectation<'a>(
+    subject: &'a Subject<'_>,
+    docker_reference: Option<&'a str>,
+    now: time::OffsetDateTime,
+) -> cosign::Expectation<'a> {
+    cosign::Expectation { digest: &subject.manifest.digest, docker_reference, now }
+}
+
+/// Why one cosign authority is not (yet) satisfied.
+#[derive(Default, Debug)]
+pub(super) struct Unsatisfied {
+    /// One per piece of evidence.
+    pub(super) reasons: Vec<String>,
+    /// A signature verified with the authority but named another repository.
+    /// Then no other format, and no bundle naming no repository, may satisfy
+    /// the authority.
+    pub(super) wrong_repository: bool,
+}
+
+impl Unsatisfied {
+    fn add(&mut self, prefix: &str, r: Refusal) {
+        self.wrong_repository |= matches!(r, Refusal::WrongRepository(_));
+        self.reasons.push(format!("{prefix}{r}"));
+    }
+}
+
+/// Unsatisfied and not blocked by a signature naming another repository.
+fn is_open(o: &Result<String, Unsatisfied>) -> bool {
+    matches!(o, Err(u) if !u.wrong_repository)
+}
+
+struct CosignOutcomes {
+    outcomes: Vec<Result<String, Unsatisfied>>,
+    /// Whether any format held something to verify.
+    found: bool,
+    /// Why each format that was looked up held nothing.
+    absent: Vec<String>,
+}
+
+/// Per-authority outcomes over both formats: the `.sig` tag first, then
+/// bundles for the authorities still open.
+fn cosign_outcomes(
+    policy: &Policy,
+    signature_tag: Option<&Found<Vec<CosignEvidence>>>,
+    bundles: Option<&Found<Vec<CosignEvidence>>>,
+    exp: &cosign::Expectation<'_>,
+) -> CosignOutcomes {
+    let mut absent = Vec::new();
+    let mut found = false;
+    // An empty `Present` (which gathering never makes) counts as nothing found.
+    let mut outcomes: Vec<Result<String, Unsatisfied>> = match signature_tag {
+        Some(Found::Present(layers)) if !layers.is_empty() => {
+            found = true;
+            policy.cosign.iter().map(|a| check_cosign_authority(policy, a, layers, exp)).collect()
+        }
+        other => {
+            if let Some(Found::Absent(note)) = other {
+                absent.push(note.clone());
+            }
+            policy.cosign.iter().map(|_| Err(Unsatisfied::default())).collect()
+        }
+    };
+    match bundles {
+        Some(Found::Present(bundles)) if !bundles.is_empty() => {
+            found = true;
+            for (auth, outcome) in policy.cosign.iter().zip(outcomes.iter_mut()) {
+                if !is_open(outcome) {
+                    continue;
+                }
+                match check_cosign_authority(policy, auth, bundles, exp) {
+                    Ok(by) => *outcome = Ok(by),
+                    Err(more) => {
+                        if let Err(u) = outcome {
+                            u.reasons.extend(more.reasons);
+                            u.wrong_repository |= more.wrong_repository;
+                        }
+                    }
+                }
+            }
+        }
+        Some(Found::Absent(note)) => absent.push(note.clone()),
+        _ => {}
+    }
+    CosignOutcomes { outcomes, found, absent }
+}
+
+/// Every cosign authority's result.
+fn cosign_results(
+    policy: &Policy,
+    subject: &Subject<'_>,
+    ev: &Evidence,
+    now: time::OffsetDateTime,
+) -> Vec<AuthorityResult> {
+    let exp_ref = expected_reference(policy, subject);
+    let exp = expectation(subject, exp_ref.as_deref(), now);
+    let CosignOutcomes { outcomes, found, absent } =
+        cosign_outcomes(policy, ev.signature_tag.as_ref(), ev.bundles.as_ref(), &exp);
+    if !found {
+        let reason = format!("no cosign signature found ({})", absent.join("; "));
+        return policy.cosign.iter().map(|a| Err(format!("{}: {reason}", a.describe()))).collect();
+    }
+    policy
+        .cosign
+        .iter()
+        .zip(outcomes)
+        .map(|(a, o)| o.map_err(|u| format!("{}: {}", a.describe(), summarize(&u.reasons))))
+        .collect()
+}
+
+/// Runs evidence against one authority: one verified layer or bundle
+/// satisfies it. Otherwise the reasons, one per piece of evidence.
+///
+/// A bundle naming no repository satisfies the authority only with
+/// `dangerous_accept_unbound_bundles`, and only when no evidence here
+/// named another repository: a signature naming somewhere else outweighs
+/// one naming nowhere, whatever order they come in.
+pub(super) fn check_cosign_authority(
+    policy: &Policy,
+    auth: &CosignAuthority,
+    evidence: &[CosignEvidence],
+    exp: &cosign::Expectation<'_>,
+) -> Result<String, Unsatisfied> {
+    let mut failed = Unsatisfied::default();
+    let mut unbound = None;
+    for e in evidence {
+        match e {
+            CosignEvidence::Layer(layer) => match cosign::verify_layer(auth, layer, exp) {
+                Ok(()) => return Ok(format!("cosign {}", auth.describe())),
+                Err(r) => failed.add("", r),
+            },
+            CosignEvidence::Bundle(json) => match bundle::verify_bundle(auth, json, exp) {
+                Ok(()) => return Ok(format!("cosign {} (sigstore bundle)", auth.describe())),
+                Err(Refusal::Unbound) if policy.dangerous_accept_unbound_bundles => {
+                    unbound = Some(format!(
+                        "cosign {} (sigstore bundle naming no repository, accepted by \
+                         dangerous_accept_unbound_bundles)",
+                        auth.describe()
+                    ));
+                }
+                Err(Refusal::Unbound) => failed.reasons.push(format!(
+                    "sigstore bundle: {} (set dangerous_accept_unbound_bundles = true on policy {} to accept; \
+                     see README)",
+                    Refusal::Unbound,
+                    policy.name
+                )),
+                Err(r) => failed.add("sigstore bundle: ", r),
+            },
+            CosignEvidence::Unusable(r) => failed.reasons.push(r.clone()),
+        }
+    }
+    match unbound {
+        Some(by) if !failed.wrong_repository => Ok(by),
+        _ => Err(failed),
+    }
+}
+
+/// The Notation authority's result: the first signature that passes the
+/// trust policy satisfies it.
+fn notation_result(
+    policy: &Policy,
+    verifier: &NotationVerifier,
+    subject: &Subject<'_>,
+    ev: &Evidence,
+    now: time::OffsetDateTime,
+) -> AuthorityResult {
+    let items = match &ev.notation {
+        Some(Found::Present(items)) => items,
+        Some(Found::Absent(_)) | None => return Err("notation: no notation signature found".into()),
+    };
+    let digest = &subject.manifest.digest;
+    let scope = format!("{}/{}", subject.registry, subject.repo);
+    let target = notation::Target {
+        registry_scope: &scope,
+        digest,
+        media_type: &subject.manifest.media_type,
+        size: subject.manifest.bytes.len() as u64,
+    };
+    let mut reasons = Vec::new();
+    for item in items {
+        let (signature, media_type, bytes) = match item {
+            NotationEvidence::Envelope { signature, media_type, bytes } => (signature, media_type, bytes),
+            NotationEvidence::Unusable(reason) => {
+                reasons.push(reason.clone());
+                continue;
+            }
+        };
+        match verifier.verify(&target, media_type, bytes, now) {
+            notation::Outcome::Verified { logged } => {
+                for l in &logged {
+                    tracing::warn!(policy = %policy.name, image = %subject.image(), "notation: {l}");
+                }
+                return Ok(format!("notation signature {signature}"));
+            }
+            notation::Outcome::Skipped => return Ok("notation trust policy level skip".into()),
+            notation::Outcome::Refused(r) => reasons.push(r),
+        }
+    }
+    if reasons.is_empty() {
+        return Err("notation: no notation signature found".into());
+    }
+    Err(summarize(&reasons))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Digest;
+    use crate::policy::tests::set;
+    use crate::upstream::Manifest;
+    use crate::verify::bundle::tests::{key_signed, pem_of_key};
+
+    /// The outcomes of `check_cosign_authority` for bundles alone (the cross-format rule, that a
+    /// format A repository failure keeps bundles from being consulted, is in
+    /// `tests/cosign_bundle.rs`): a bundle naming this repository satisfies, one naming another
+    /// blocks one naming none, in either order, and one naming none needs the opt-in.
+    #[test]
+    fn a_bundle_naming_another_repository_outweighs_one_naming_none_in_either_order() {
+        use crate::verify::bundle::tests::{key_signed, pem_of_key};
+        let signer = p256::ecdsa::SigningKey::from_slice(&[1u8; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pub");
+        std::fs::write(&key, pem_of_key(&signer)).unwrap();
+        let policy = |extra: &str| {
+            set(&format!("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [{key:?}]\n{extra}"))
+        };
+        let d: Digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111".parse().unwrap();
+        let now = time::OffsetDateTime::from_unix_timestamp(crate::verify::x509::tests::NOW).unwrap();
+        let exp = cosign::Expectation { digest: &d, docker_reference: Some("r.test/team/app"), now };
+        let bundle = |name: Option<&str>| CosignEvidence::Bundle(key_signed(&signer, &[(d.as_str(), name)]));
+        let (here, other, none) = (Some("r.test/team/app"), Some("r.test/team/other"), None);
+        let wrong = "sigstore bundle: signature names image r.test/team/other but this is r.test/team/app";
+        let unbound = "sigstore bundle: the signed statement names no repository, so it could have been copied from \
+                       another repository (set dangerous_accept_unbound_bundles = true on policy p to accept; see README)";
+        let by_bound = &format!("cosign key {} (sigstore bundle)", key.display());
+        let by_unbound = &format!(
+            "cosign key {} (sigstore bundle naming no repository, accepted by dangerous_accept_unbound_bundles)",
+            key.display()
+        );
+        type Want<'a> = Result<&'a str, (Vec<&'a str>, bool)>;
+        let table: Vec<(Vec<Option<&str>>, bool, Want)> = vec![
+            (vec![here], false, Ok(by_bound)),
+            (vec![other, here], false, Ok(by_bound)),
+            (vec![other], false, Err((vec![wrong], true))),
+            (vec![none], false, Err((vec![unbound], false))),
+            (vec![none], true, Ok(by_unbound)),
+            (vec![none, other], true, Err((vec![wrong], true))),
+            (vec![other, none], true, Err((vec![wrong], true))),
+            (vec![none, here], true, Ok(by_bound)),
+            (vec![none, other], false, Err((vec![unbound, wrong], true))),
+        ];
+        for (names, opt_in, want) in table {
+            let p = policy(if opt_in { "dangerous_accept_unbound_bundles = true" } else { "" });
+            let p = &p.policies[0];
+            let evidence: Vec<CosignEvidence> = names.iter().map(|n| bundle(*n)).collect();
+            let got = check_cosign_authority(p, &p.cosign[0], &evidence, &exp);
+            let got: Want = match &got {
+                Ok(by) => Ok(by.as_str()),
+                Err(u) => Err((u.reasons.iter().map(String::as_str).collect(), u.wrong_repository)),
+            };
+            assert_eq!(got, want, "{names:?} with opt-in {opt_in}");
+        }
+    }
+
+    const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(crate::verify::x509::tests::NOW).unwrap()
+    }
+
+    fn manifest() -> Manifest {
+        Manifest { bytes: bytes::Bytes::from_static(b"{}"), digest: D.parse().unwrap(), media_type: "m".into() }
+    }
+
+    /// Two trusted keys `a` and `b`, and a policy over them with `require`/`mode`.
+    struct Two {
+        a: p256::ecdsa::SigningKey,
+        b: p256::ecdsa::SigningKey,
+        set: crate::policy::PolicySet,
+        _dir: tempfile::TempDir,
+    }
+
+    fn two(extra: &str) -> Two {
+        let a = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap();
+        let b = p256::ecdsa::SigningKey::from_slice(&[4u8; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (ka, kb) = (dir.path().join("a.pub"), dir.path().join("b.pub"));
+        std::fs::write(&ka, pem_of_key(&a)).unwrap();
+        std::fs::write(&kb, pem_of_key(&b)).unwrap();
+        let set =
+            set(&format!("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [{ka:?}, {kb:?}]\n{extra}"));
+        Two { a, b, set, _dir: dir }
+    }
+
+    fn bundles_by(keys: &[&p256::ecdsa::SigningKey]) -> Evidence {
+        let items =
+            keys.iter().map(|k| CosignEvidence::Bundle(key_signed(k, &[(D, Some("r.test/team/app"))]))).collect();
+        Evidence {
+            signature_tag: Some(Found::Absent(format!("no tag sha256-{}.sig in team/app", &D[7..]))),
+            bundles: Some(Found::Present(items)),
+            notation: None,
+        }
+    }
+
+    /// The any/all truth table, run through `judge` on hand-built evidence:
+    /// which of the two keys signed, under each `require`, in each mode.
+    #[test]
+    fn the_combinator_truth_table_holds_through_judge() {
+        let m = manifest();
+        let subject = Subject { registry: "r.test", repo: "team/app", manifest: &m };
+        for (require, mode) in [("any", "enforce"), ("all", "enforce"), ("any", "audit"), ("all", "audit")] {
+            let t = two(&format!("require = {require:?}\nmode = {mode:?}\n"));
+            let p = &t.set.policies[0];
+            for (signers, any_allows, all_allows) in [
+                (vec![], false, false),
+                (vec![&t.a], true, false),
+                (vec![&t.b], true, false),
+                (vec![&t.a, &t.b], true, true),
+            ] {
+                let v = judge(p, &subject, &bundles_by(&signers), now());
+                let verified = if require == "any" { any_allows } else { all_allows };
+                let what = format!("require {require}, mode {mode}, {} signer(s)", signers.len());
+                // Audit allows everything, and vouches for nothing.
+                assert_eq!(v.is_allow(), verified || mode == "audit", "{what}: {v:?}");
+                assert_eq!(v.vouches(), verified && mode == "enforce", "{what}: {v:?}");
+                if !v.is_allow() {
+                    let Verdict::Deny { reason, .. } = &v else { unreachable!() };
+                    let why =
+                        if signers.is_empty() { "no cosign signature found" } else { "signature by an untrusted key" };
+                    assert!(reason.contains(why), "{what}: {reason}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_found_refuses_naming_what_was_looked_for() {
+        let t = two("");
+        let p = &t.set.policies[0];
+        let m = manifest();
+        let subject = Subject { registry: "r.test", repo: "team/app", manifest: &m };
+        let ev = Evidence {
+            signature_tag: Some(Found::Absent("no tag sha256-1.sig in team/app".into())),
+            bundles: Some(Found::Absent("no sigstore bundle referrer".into())),
+            notation: None,
+        };
+        let v = judge(p, &subject, &ev, now());
+        let Verdict::Deny { reason, .. } = v else { panic!("{v:?}") };
+        assert!(
+            reason
+                .ends_with("no cosign signature found (no tag sha256-1.sig in team/app; no sigstore bundle referrer)"),
+            "{reason}"
+        );
+        // Unusable evidence is a reason, never an allow.
+        let ev = Evidence {
+            signature_tag: Some(Found::Present(vec![CosignEvidence::Unusable("payload digest mismatch".into())])),
+            bundles: None,
+            notation: None,
+        };
+        let v = judge(p, &subject, &ev, now());
+        assert!(matches!(&v, Verdict::Deny { reason, .. } if reason.contains("payload digest mismatch")), "{v:?}");
+        assert!(bundles_could_help(p, &subject, &ev, now()));
+    }
+
+    #[test]
+    fn a_policy_without_authorities_refuses_whatever_the_evidence() {
+        let s = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\n");
+        let m = manifest();
+        let subject = Subject { registry: "r.test", repo: "team/app", manifest: &m };
+        let v = judge(&s.policies[0], &subject, &Evidence::default(), now());
+        assert!(matches!(&v, Verdict::Deny { reason, .. } if reason.starts_with("no signature verifier configured")));
+    }
+}

@@ -1,0 +1,364 @@
+//! Policies: which images need which signatures, and the one decision every
+//! manifest goes through before a byte of it is served.
+//!
+//! A policy matches images by scope globs over `<registry>/<repository>`.
+//! When several policies match, the **most specific** wins: the one whose
+//! matching glob has the longest literal prefix (the characters before its
+//! first wildcard). On a tie, the policy listed first in the file wins.
+//! No matching policy means refuse.
+//!
+//! A policy lists *authorities*: each cosign key, each cosign certificate
+//! entry, and Notation's trust policy count as one. With `require = "any"`
+//! (the default) one satisfied authority allows the image; with
+//! `require = "all"` every one must be satisfied. A policy with no authority
+//! refuses everything: an empty list never means "allow".
+//!
+//! A decision is gathering then judging: `evidence` fetches what the
+//! authorities need (the only I/O), `evaluate` turns it into a `Verdict`
+//! (`verdict`) without touching the network. Only infrastructure failures
+//! (upstream down, timeout) are `Err`, so they are never mistaken for, or
+//! cached as, a denial.
+
+pub mod evaluate;
+pub mod evidence;
+pub mod verdict;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{Checker, Mode, OnTagMove, RawConfig, RawPolicy, Require};
+use crate::oci::{media, Digest, ImageIndex};
+use crate::upstream::{Manifest, UpstreamError};
+use crate::verify::cosign::CosignAuthority;
+use crate::verify::notation::NotationVerifier;
+
+pub use evidence::{Evidence, Registry};
+pub use verdict::Verdict;
+
+/// A validated policy.
+pub struct Policy {
+    pub name: String,
+    scope: Vec<(String, GlobMatcher)>,
+    pub mode: Mode,
+    pub require: Require,
+    pub cosign: Vec<CosignAuthority>,
+    pub notation: Option<Arc<NotationVerifier>>,
+    pub signature_repository: Option<String>,
+    pub docker_reference: Option<String>,
+    /// Accept cosign bundles whose statement names no repository (what cosign v3 writes). Off by
+    /// default: such a bundle can be copied in from any other repository.
+    pub dangerous_accept_unbound_bundles: bool,
+    pub immutable_tags: Vec<(bool, GlobMatcher)>,
+    pub on_tag_move: OnTagMove,
+    /// sha256 over the policy's settings and every byte of its trust
+    /// material. Part of every verdict cache key, so editing either can never
+    /// reuse an old verdict.
+    pub fingerprint: [u8; 32],
+}
+
+/// All policies of a config, plus what they share.
+pub struct PolicySet {
+    pub policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// Validates every policy, recording every problem in `c`.
+    pub fn build(raw: &RawConfig, c: &mut Checker) -> PolicySet {
+        let notation = raw.notation.as_ref().and_then(|n| NotationVerifier::load(n, c)).map(Arc::new);
+        let mut names = BTreeMap::new();
+        let mut policies = Vec::new();
+        if raw.policy.is_empty() {
+            c.problem(
+                "policy",
+                "no [[policy]] is configured, so every image would be refused",
+                "add a [[policy]] with a name, scope and authorities",
+            );
+        }
+        for (i, p) in raw.policy.iter().enumerate() {
+            if let Some(first) = names.insert(p.name.clone(), i) {
+                c.problem(
+                    format!("policy[{i}].name"),
+                    format!("{:?} is also the name of policy[{first}]", p.name),
+                    "give every policy a unique name; refusals and logs name it",
+                );
+            }
+            if p.name.is_empty() || p.name.len() > 100 {
+                c.problem(
+                    format!("policy[{i}].name"),
+                    "must be 1 to 100 characters",
+                    "name the policy after the team or image set it guards",
+                );
+            }
+            policies.push(build_policy(i, p, notation.clone(), c));
+        }
+        PolicySet { policies }
+    }
+
+    /// The policy that governs `<registry>/<repo>`: the most specific match.
+    pub fn select(&self, registry: &str, repo: &str) -> Option<&Policy> {
+        let name = format!("{registry}/{repo}");
+        let mut best: Option<(usize, &Policy)> = None;
+        for p in &self.policies {
+            for (pattern, m) in &p.scope {
+                if m.is_match(&name) {
+                    let specificity = literal_prefix_len(pattern);
+                    if best.is_none_or(|(s, _)| specificity > s) {
+                        best = Some((specificity, p));
+                    }
+                }
+            }
+        }
+        best.map(|(_, p)| p)
+    }
+}
+
+fn literal_prefix_len(pattern: &str) -> usize {
+    pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len())
+}
+
+fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    // `*` stays inside one path segment; `**` crosses segments.
+    Ok(GlobBuilder::new(pattern).literal_separator(true).build()?.compile_matcher())
+}
+
+fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>, c: &mut Checker) -> Policy {
+    let mut scope = Vec::new();
+    if p.scope.is_empty() {
+        c.problem(
+            format!("policy[{i}].scope"),
+            "is empty, so the policy matches nothing",
+            "add globs such as \"docker.io/team-a/**\"",
+        );
+    }
+    for (j, s) in p.scope.iter().enumerate() {
+        if !s.contains('/') && !s.starts_with('*') {
+            c.problem(
+                format!("policy[{i}].scope[{j}]"),
+                format!("{s:?} has no registry part"),
+                "write <registry>/<repository glob>, for example \"ghcr.io/acme/**\"",
+            );
+        }
+        match glob(s) {
+            Ok(m) => scope.push((s.clone(), m)),
+            Err(e) => c.problem(
+                format!("policy[{i}].scope[{j}]"),
+                format!("{s:?} is not a glob: {e}"),
+                "use *, ** and ? wildcards",
+            ),
+        }
+    }
+    let mut immutable_tags = Vec::new();
+    for (j, t) in p.immutable_tags.iter().enumerate() {
+        let (negated, pat) = match t.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, t.as_str()),
+        };
+        match Glob::new(pat) {
+            Ok(g) => immutable_tags.push((negated, g.compile_matcher())),
+            Err(e) => c.problem(
+                format!("policy[{i}].immutable_tags[{j}]"),
+                format!("{t:?} is not a glob: {e}"),
+                "use patterns like \"v*\" or \"!latest\"",
+            ),
+        }
+    }
+    if let Some(r) = &p.signature_repository {
+        let segs: Vec<&str> = r.split('/').collect();
+        if crate::oci::parse_route(&format!("/v2/{r}/tags/list")).is_err() || segs.is_empty() {
+            c.problem(
+                format!("policy[{i}].signature_repository"),
+                format!("{r:?} is not a repository name"),
+                "write a repository in the same registry, like \"acme/signatures\"",
+            );
+        }
+    }
+    let cosign = CosignAuthority::from_policy(i, p, c);
+    if p.notation && notation.is_none() {
+        c.problem(
+            format!("policy[{i}].notation"),
+            "is true but there is no [notation] table",
+            "add [notation] with trust_policy and trust_store",
+        );
+    }
+    let notation = if p.notation { notation } else { None };
+    if p.dangerous_accept_unbound_bundles {
+        tracing::warn!(
+            policy = %p.name,
+            "policy {} sets dangerous_accept_unbound_bundles: a cosign bundle whose statement names no repository \
+             (as cosign v3 writes them) is accepted in every repository this policy covers, so an image signed for \
+             another repository with a key this policy trusts can be copied here with its bundle and will be served",
+            p.name
+        );
+    }
+
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(p).unwrap_or_default());
+    for a in &cosign {
+        a.fingerprint(&mut h);
+    }
+    if let Some(n) = &notation {
+        n.fingerprint(&mut h);
+    }
+    Policy {
+        name: p.name.clone(),
+        scope,
+        mode: p.mode,
+        require: p.require,
+        cosign,
+        notation,
+        signature_repository: p.signature_repository.clone(),
+        docker_reference: p.docker_reference.clone(),
+        dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
+        immutable_tags,
+        on_tag_move: p.on_tag_move,
+        fingerprint: h.finalize().into(),
+    }
+}
+
+/// The image being decided on.
+pub struct Subject<'a> {
+    pub registry: &'a str,
+    pub repo: &'a str,
+    pub manifest: &'a Manifest,
+}
+
+impl Subject<'_> {
+    pub fn image(&self) -> String {
+        format!("{}/{}@{}", self.registry, self.repo, self.manifest.digest)
+    }
+}
+
+impl Policy {
+    pub fn authority_count(&self) -> usize {
+        self.cosign.len() + usize::from(self.notation.is_some())
+    }
+
+    /// Whether `tag` falls under this policy's immutable tags: the last
+    /// matching pattern decides, so `["*", "!latest"]` pins all but latest.
+    pub fn is_immutable_tag(&self, tag: &str) -> bool {
+        let mut pinned = false;
+        for (negated, m) in &self.immutable_tags {
+            if m.is_match(tag) {
+                pinned = !negated;
+            }
+        }
+        pinned
+    }
+
+    /// The repository cosign signatures live in: `signature_repository`
+    /// (cosign's `COSIGN_REPOSITORY`) or the image's own.
+    fn signature_repo<'a>(&'a self, subject: &Subject<'a>) -> &'a str {
+        self.signature_repository.as_deref().unwrap_or(subject.repo)
+    }
+
+    /// Gathers the evidence this policy's authorities need through `reg`, then
+    /// judges it. Bundles are fetched only when the `.sig` tag left an
+    /// authority open, so an image signed the classic way costs no extra
+    /// upstream requests (at the price of judging the `.sig` layers twice on
+    /// a verdict-cache miss).
+    pub async fn evaluate(
+        &self,
+        reg: &impl Registry,
+        subject: &Subject<'_>,
+        now: time::OffsetDateTime,
+    ) -> Result<Verdict, UpstreamError> {
+        let digest = &subject.manifest.digest;
+        let mut ev = Evidence::default();
+        if !self.cosign.is_empty() {
+            let sig_repo = self.signature_repo(subject);
+            ev.signature_tag = Some(evidence::signature_tag(reg, sig_repo, digest).await?);
+            if evaluate::bundles_could_help(self, subject, &ev, now) {
+                ev.bundles = Some(evidence::bundles(reg, sig_repo, digest).await?);
+            }
+        }
+        if self.notation.is_some() {
+            ev.notation = Some(evidence::notation(reg, subject.repo, digest).await?);
+        }
+        Ok(evaluate::judge(self, subject, &ev, now))
+    }
+}
+
+/// Child manifests of an image index, for the multi-arch rule: a platform
+/// manifest listed by a verified index is allowed without its own signature.
+pub fn index_children(manifest: &Manifest) -> Vec<Digest> {
+    if manifest.media_type != media::OCI_INDEX && manifest.media_type != media::DOCKER_LIST {
+        return Vec::new();
+    }
+    serde_json::from_slice::<ImageIndex>(&manifest.bytes)
+        .map(|i| i.manifests.into_iter().filter_map(|d| d.digest.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn set(toml_policies: &str) -> PolicySet {
+        let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://127.0.0.1:1\"\n{toml_policies}");
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        let mut c = Checker::new(std::path::Path::new("/nonexistent/sigmirror.toml"));
+        let s = PolicySet::build(&raw, &mut c);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        s
+    }
+
+    #[test]
+    fn the_most_specific_scope_wins_and_ties_go_to_the_first_policy() {
+        let s = set(r#"
+[[policy]]
+name = "broad"
+scope = ["r.test/**"]
+mode = "audit"
+[[policy]]
+name = "team"
+scope = ["r.test/team-a/**"]
+[[policy]]
+name = "exact"
+scope = ["r.test/team-a/api"]
+[[policy]]
+name = "tie"
+scope = ["r.test/team-a/**"]
+"#);
+        assert_eq!(s.select("r.test", "other/x").unwrap().name, "broad");
+        assert_eq!(s.select("r.test", "team-a/web").unwrap().name, "team");
+        assert_eq!(s.select("r.test", "team-a/api").unwrap().name, "exact");
+        assert!(s.select("other.test", "team-a/api").is_none());
+    }
+
+    #[test]
+    fn single_star_stays_inside_one_path_segment() {
+        let s = set("[[policy]]\nname = \"one\"\nscope = [\"r.test/team/*\"]\n");
+        assert!(s.select("r.test", "team/app").is_some());
+        assert!(s.select("r.test", "team/app/sub").is_none());
+    }
+
+    #[test]
+    fn immutable_tag_patterns_honour_exclusions_in_order() {
+        let s = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nimmutable_tags = [\"*\", \"!latest\"]\n");
+        let p = &s.policies[0];
+        assert!(p.is_immutable_tag("v1.4.2"));
+        assert!(!p.is_immutable_tag("latest"));
+        let s = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nimmutable_tags = [\"v*\", \"release-*\"]\n");
+        assert!(s.policies[0].is_immutable_tag("release-7"));
+        assert!(!s.policies[0].is_immutable_tag("main"));
+    }
+
+    #[test]
+    fn fingerprints_change_with_policy_settings() {
+        let a = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\n");
+        let b = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n");
+        assert_ne!(a.policies[0].fingerprint, b.policies[0].fingerprint);
+    }
+
+    #[test]
+    fn the_unbound_bundle_opt_in_is_part_of_the_fingerprint() {
+        let a = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\n");
+        let b = set("[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ndangerous_accept_unbound_bundles = true\n");
+        assert!(!a.policies[0].dangerous_accept_unbound_bundles);
+        assert!(b.policies[0].dangerous_accept_unbound_bundles);
+        assert_ne!(a.policies[0].fingerprint, b.policies[0].fingerprint);
+    }
+}
