@@ -116,7 +116,10 @@ fn an_endless_error_body_is_cut_short_so_the_client_gets_a_quick_502_and_memory_
 #[test]
 fn an_endless_token_response_is_refused_and_memory_stays_bounded() {
     let mock = MockUpstream::start();
-    mock.set("/v2/team-a/app/manifests/v1", bearer_challenge(&format!("{}/token", mock.url())));
+    // Like a real registry, the base endpoint challenges too.
+    let challenge = bearer_challenge(&format!("{}/token", mock.url()));
+    mock.set("/v2/", challenge.clone());
+    mock.set("/v2/team-a/app/manifests/v1", challenge);
     mock.set("/token", endless(200));
     let m = Sigmirror::start(&config(&mock.url(), ""));
     for attempt in 0..3 {
