@@ -1206,6 +1206,9 @@ mod tests {
         assert!(check_target(&url("https://169.254.169.254/latest/meta-data/"), &r, true).is_err());
         assert!(check_target(&url("https://[::1]:8443/b"), &r, true).is_err());
         assert!(check_target(&url("https://[::ffff:10.0.0.1]/b"), &r, true).is_err());
+        // The URL parser normalizes other spellings of an IPv4 address, so they are checked too.
+        assert!(check_target(&url("https://2852039166/latest/meta-data/"), &r, true).is_err());
+        assert!(check_target(&url("https://0x7f.1/b"), &r, true).is_err());
         assert!(check_target(&url("https://93.184.216.34/b"), &r, true).is_ok());
     }
 
