@@ -36,6 +36,8 @@ pub enum Error {
     /// A policy refused the image. `message` is what the audit log says too.
     #[error("{message}")]
     Denied { message: String, policy: Option<String>, image: String, reason: String },
+    /// Shown to the client as `err`'s `Display`, which never holds an
+    /// upstream URL or body (see `UpstreamError::detail`).
     #[error("{err}")]
     Upstream { resource: Resource, err: Arc<UpstreamError> },
     /// The manifest exists but is of a type the client's `Accept` excludes.
@@ -100,14 +102,19 @@ impl Error {
     /// Builds the OCI error response and writes the one log line for it.
     pub fn into_response(self, head: bool) -> Response<Body> {
         let (status, code, detail) = self.parts();
-        let message = match &self {
-            Error::Upstream { err, .. } => format!("upstream: {err}"),
-            other => other.to_string(),
-        };
+        // An upstream error's `Display` is sigmirror's own words; its detail
+        // (URLs, addresses, upstream's body) goes to the log line only.
+        let message = self.to_string();
         match &self {
             // Denials are logged by the decision log line already.
             Error::Denied { .. } => {}
-            Error::Upstream { .. } => tracing::warn!(status = status.as_u16(), code, %message, "upstream failure"),
+            Error::Upstream { err, .. } => tracing::warn!(
+                status = status.as_u16(),
+                code,
+                %message,
+                detail = %err.detail().as_deref().unwrap_or("-"),
+                "upstream failure"
+            ),
             Error::Pins(_) => tracing::error!(status = status.as_u16(), code, %message, "pin store failure"),
             _ => tracing::debug!(status = status.as_u16(), code, %message, "request refused"),
         }
@@ -122,5 +129,37 @@ impl Error {
         }
         let body = if head { Bytes::new() } else { Bytes::from(body) };
         resp.body(crate::response::full(body)).expect("static headers are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body_of(e: Error) -> (StatusCode, String) {
+        let resp = e.into_response(false);
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn an_upstream_failure_tells_the_client_what_failed_but_not_where_or_what_upstream_said() {
+        let url = "http://10.1.2.3:5000/v2/team-a/app/manifests/v1";
+        let cases = [
+            (UpstreamError::Status { status: 500, url: url.into(), body: "SECRET".into() }, "upstream answered 500"),
+            (UpstreamError::Unauthorized(format!("401 for {url}")), "upstream refused our credentials"),
+            (UpstreamError::Unreachable(format!("error sending request for url ({url})")), "cannot reach upstream"),
+            (UpstreamError::Protocol(format!("connection closed: {url}")), "upstream response is malformed"),
+        ];
+        for (err, message) in cases {
+            let (status, body) = body_of(Error::upstream(Resource::Manifest, err)).await;
+            assert!(status.is_server_error(), "{status}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["errors"][0]["message"], message, "{body}");
+            assert!(!body.contains("10.1.2.3") && !body.contains("SECRET"), "{body}");
+        }
     }
 }

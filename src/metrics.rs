@@ -31,7 +31,7 @@ pub struct PolicyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub registry: String,
-    /// manifest, blob, referrers, tags or auth.
+    /// manifest, manifest_head, blob, referrers, tags or auth.
     pub kind: &'static str,
 }
 

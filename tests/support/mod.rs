@@ -718,6 +718,22 @@ impl Sigmirror {
         &self.config_path
     }
 
+    /// The process id of the running binary.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("sigmirror is not running").id()
+    }
+
+    /// A `/proc/<pid>/status` field in KiB: `VmRSS` (resident now) or
+    /// `VmHWM` (the most it was ever resident).
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
+    }
+
     /// SIGKILL, as in a crash. The data dir stays.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -988,6 +1004,9 @@ pub enum Reply {
     Hang,
     /// Closes the connection without a response.
     Close,
+    /// Sends the head without `Content-Length`, then `chunk` again and again
+    /// until the client goes away, `max_bytes` are sent, or 60 s pass.
+    Endless { status: u16, headers: Vec<(String, String)>, chunk: Vec<u8>, max_bytes: usize },
 }
 
 impl Reply {
@@ -1001,6 +1020,10 @@ impl Reply {
             body: body.as_bytes().to_vec(),
         }
     }
+    /// A redirect (`status` 301, 302, 303, 307 or 308) to `location`.
+    pub fn redirect(status: u16, location: &str) -> Reply {
+        Reply::Full { status, headers: vec![("Location".into(), location.into())], body: vec![] }
+    }
 }
 
 #[derive(Default)]
@@ -1008,6 +1031,8 @@ struct MockState {
     routes: HashMap<String, Reply>,
     /// Every request: (method, target including query).
     log: Vec<(String, String)>,
+    /// The headers of each request in `log`, same order; names lower-cased.
+    headers: Vec<Vec<(String, String)>>,
 }
 
 /// A scripted HTTP/1.1 registry on 127.0.0.1. Routes match the request path
@@ -1114,6 +1139,17 @@ impl MockUpstream {
     pub fn requests(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().log.clone()
     }
+
+    /// The headers (names lower-cased) of each request that had this path, in order.
+    pub fn request_headers(&self, path: &str) -> Vec<Vec<(String, String)>> {
+        let s = self.state.lock().unwrap();
+        s.log
+            .iter()
+            .zip(&s.headers)
+            .filter(|((_, t), _)| t.split('?').next() == Some(path))
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
 }
 
 impl Drop for MockUpstream {
@@ -1151,12 +1187,12 @@ fn mock_serve(mut conn: TcpStream, state: Arc<Mutex<MockState>>, stop: Arc<Atomi
     let mut parts = lines.next().unwrap_or_default().split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
-    // Drain a request body, if any.
-    let cl: usize = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    // Drain a request body, if any.
+    let cl: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut have = raw.len() - head_end - 4;
     while have < cl {
         match conn.read(&mut buf) {
@@ -1168,6 +1204,7 @@ fn mock_serve(mut conn: TcpStream, state: Arc<Mutex<MockState>>, stop: Arc<Atomi
     let reply = {
         let mut s = state.lock().unwrap();
         s.log.push((method.clone(), target.clone()));
+        s.headers.push(headers);
         s.routes.get(&path).cloned()
     };
     let reply = reply.unwrap_or_else(|| {
@@ -1188,7 +1225,11 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         202 => "Accepted",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
         307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -1263,5 +1304,23 @@ fn mock_reply(conn: &mut TcpStream, method: &str, reply: Reply, stop: &AtomicBoo
             }
         }
         Reply::Close => {}
+        Reply::Endless { status, headers, chunk, max_bytes } => {
+            let mut h = format!("HTTP/1.1 {status} {}\r\nConnection: close\r\n", reason(status));
+            for (k, v) in &headers {
+                h.push_str(&format!("{k}: {v}\r\n"));
+            }
+            h.push_str("\r\n");
+            if conn.write_all(h.as_bytes()).is_err() || head_only || chunk.is_empty() {
+                return;
+            }
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut sent = 0;
+            while sent < max_bytes && Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                if conn.write_all(&chunk).is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+        }
     }
 }

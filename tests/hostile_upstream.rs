@@ -1,0 +1,429 @@
+//! An upstream that attacks the mirror: endless bodies, redirects to where
+//! sigmirror must not go, and error bodies that must not reach a client.
+//! Every upstream here is a `MockUpstream`, because a real registry cannot
+//! misbehave like this. Memory is read from `/proc/<pid>/status` of the real
+//! binary: `VmHWM` is the most it was ever resident, so a spike between two
+//! requests cannot hide.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use support::*;
+
+const NS: &str = "registry.test";
+
+/// sigmirror idles at about 20 MiB; reading a hostile body whole took it past
+/// 1.8 GiB. Anything below this bound means the reads were cut short.
+const RSS_BOUND_KIB: u64 = 100 * 1024;
+
+/// Enough of an endless body to push an unbounded reader far past
+/// `RSS_BOUND_KIB`, and little enough not to exhaust a shared test machine.
+const ENDLESS_MAX_BYTES: usize = 256 << 20;
+
+fn audit_all() -> String {
+    policy("everything", &["registry.test/**"], "audit")
+}
+
+/// A mirror config for one default upstream at `url`, with extra keys for its
+/// `[[upstream]]` table.
+fn config(url: &str, upstream_keys: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{url}\"\ndefault = \
+         true\n{upstream_keys}\n\n{}\n",
+        audit_all()
+    )
+}
+
+fn manifest_url(m: &Sigmirror, repo: &str, reference: &str) -> String {
+    format!("{}/v2/{repo}/manifests/{reference}?ns={NS}", m.url())
+}
+
+fn blob_url(m: &Sigmirror, repo: &str, digest: &str) -> String {
+    format!("{}/v2/{repo}/blobs/{digest}?ns={NS}", m.url())
+}
+
+fn endless(status: u16) -> Reply {
+    Reply::Endless {
+        status,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        chunk: vec![b'x'; 64 << 10],
+        max_bytes: ENDLESS_MAX_BYTES,
+    }
+}
+
+fn bearer_challenge(realm: &str) -> Reply {
+    Reply::Full {
+        status: 401,
+        headers: vec![(
+            "WWW-Authenticate".into(),
+            format!("Bearer realm=\"{realm}\",service=\"mock\",scope=\"repository:team-a/app:pull\""),
+        )],
+        body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec(),
+    }
+}
+
+/// GET with a client-side bound, so a test never hangs on a mirror that does.
+fn get(url: &str) -> (Response, Duration) {
+    let started = Instant::now();
+    let r = try_http_timeout("GET", url, &[("Accept", MANIFEST_ACCEPT)], &[], Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (r, started.elapsed())
+}
+
+fn message(r: &Response) -> String {
+    r.oci_error_message().unwrap_or_else(|| panic!("not an OCI error: {} {}", r.status, r.text()))
+}
+
+fn assert_memory_bounded(m: &Sigmirror, what: &str) {
+    let peak = m.proc_status_kib("VmHWM");
+    let now = m.proc_status_kib("VmRSS");
+    assert!(peak < RSS_BOUND_KIB, "{what}: sigmirror peaked at {peak} KiB resident (now {now} KiB)");
+}
+
+#[test]
+fn an_endless_error_body_is_cut_short_so_the_client_gets_a_quick_502_and_memory_stays_bounded() {
+    let mock = MockUpstream::start();
+    let digest = sha256_digest(b"endless");
+    for path in [
+        "/v2/team-a/app/manifests/v1".to_string(),
+        "/v2/team-a/app/manifests/v2".to_string(),
+        format!("/v2/team-a/app/blobs/{digest}"),
+        "/v2/team-a/app/tags/list".to_string(),
+    ] {
+        mock.set(&path, endless(500));
+    }
+    let m = Sigmirror::start(&config(&mock.url(), ""));
+    let urls = [
+        manifest_url(&m, "team-a/app", "v1"),
+        manifest_url(&m, "team-a/app", "v2"),
+        manifest_url(&m, "team-a/app", "v1"),
+        blob_url(&m, "team-a/app", &digest),
+        format!("{}/v2/team-a/app/tags/list?ns={NS}", m.url()),
+    ];
+    for url in &urls {
+        let (r, took) = get(url);
+        assert_eq!(r.status, 502, "{url}: {}", r.text());
+        assert_eq!(message(&r), "upstream answered 500", "{url}");
+        assert!(took < Duration::from_secs(5), "{url}: the answer took {took:?}");
+    }
+    assert!(mock.total() >= urls.len(), "{:?}", mock.requests());
+    assert_memory_bounded(&m, "after endless 500 bodies");
+}
+
+#[test]
+fn an_endless_token_response_is_refused_and_memory_stays_bounded() {
+    let mock = MockUpstream::start();
+    // Like a real registry, the base endpoint challenges too.
+    let challenge = bearer_challenge(&format!("{}/token", mock.url()));
+    mock.set("/v2/", challenge.clone());
+    mock.set("/v2/team-a/app/manifests/v1", challenge);
+    mock.set("/token", endless(200));
+    let m = Sigmirror::start(&config(&mock.url(), ""));
+    for attempt in 0..3 {
+        let (r, took) = get(&manifest_url(&m, "team-a/app", "v1"));
+        assert_eq!(r.status, 502, "attempt {attempt}: {}", r.text());
+        assert_eq!(message(&r), "upstream sent more than 65536 bytes for a token response", "attempt {attempt}");
+        assert!(took < Duration::from_secs(10), "attempt {attempt}: the answer took {took:?}");
+    }
+    assert_eq!(mock.count("/token"), 3, "one token request per attempt: {:?}", mock.requests());
+    assert_memory_bounded(&m, "after endless token responses");
+}
+
+#[test]
+fn a_token_realm_on_another_scheme_or_a_refused_address_is_not_asked() {
+    let mock = MockUpstream::start();
+    mock.set("/v2/team-a/app/manifests/v1", bearer_challenge("http://169.254.169.254/latest/meta-data/token"));
+    mock.set("/v2/team-a/app/manifests/v2", bearer_challenge("file:///etc/passwd"));
+    let m = Sigmirror::start(&config(&mock.url(), ""));
+    let (r, took) = get(&manifest_url(&m, "team-a/app", "v1"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(message(&r), "upstream pointed sigmirror at an address it does not connect to");
+    assert!(took < Duration::from_secs(3), "took {took:?}: sigmirror tried to connect");
+    let (r, _) = get(&manifest_url(&m, "team-a/app", "v2"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(message(&r), "upstream response is malformed");
+    m.wait_for_log("169.254.169.254 is a link-local address", Duration::from_secs(5));
+}
+
+#[test]
+fn a_redirected_manifest_tag_list_or_referrers_request_is_an_upstream_error_and_is_not_followed() {
+    let upstream = MockUpstream::start();
+    let elsewhere = MockUpstream::start();
+    let image = build_image("redirected", "amd64");
+    elsewhere.serve_image("team-a/app", "v1", &image);
+    elsewhere.set("/v2/team-a/app/tags/list", Reply::json(200, r#"{"name":"team-a/app","tags":["v1"]}"#));
+    let paths = [
+        ("/v2/team-a/app/manifests/v1".to_string(), 307),
+        (format!("/v2/team-a/app/manifests/{}", image.digest), 302),
+        ("/v2/team-a/app/tags/list".to_string(), 301),
+        (format!("/v2/team-a/app/referrers/{}", image.digest), 308),
+    ];
+    for (path, status) in &paths {
+        upstream.set(path, Reply::redirect(*status, &format!("{}{path}", elsewhere.url())));
+    }
+    let m = Sigmirror::start(&config(&upstream.url(), ""));
+
+    let manifest_refusal = "upstream redirected a manifest request; sigmirror does not follow redirects for manifests";
+    for reference in ["v1", image.digest.as_str()] {
+        let (r, _) = get(&manifest_url(&m, "team-a/app", reference));
+        assert_eq!(r.status, 502, "{reference}: {}", r.text());
+        assert_eq!(r.oci_error_code().as_deref(), Some("UNAVAILABLE"), "{}", r.text());
+        assert_eq!(message(&r), manifest_refusal, "{reference}");
+        assert!(!r.text().contains("schemaVersion"), "{reference}: the redirected manifest was served");
+        let h = http("HEAD", &manifest_url(&m, "team-a/app", reference), &[("Accept", MANIFEST_ACCEPT)]);
+        assert_eq!(h.status, 502, "HEAD {reference}");
+    }
+    let (r, _) = get(&format!("{}/v2/team-a/app/tags/list?ns={NS}", m.url()));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        message(&r),
+        "upstream redirected a tag list request; sigmirror does not follow redirects for tag lists"
+    );
+    let (r, _) = get(&format!("{}/v2/team-a/app/referrers/{}?ns={NS}", m.url(), image.digest));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(message(&r).starts_with("upstream redirected a referrers request"), "{}", r.text());
+
+    assert!(upstream.total() >= paths.len(), "{:?}", upstream.requests());
+    assert_eq!(elsewhere.total(), 0, "a redirect was followed: {:?}", elsewhere.requests());
+}
+
+#[test]
+fn a_blob_redirect_to_a_private_link_local_or_metadata_address_is_refused_without_connecting() {
+    let upstream = MockUpstream::start();
+    // The upstream is on loopback, so none of these kinds of address are its own.
+    let targets = [
+        "http://10.255.255.1/blob",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://100.64.0.1/blob",
+        "http://192.168.0.1:8080/blob",
+        "http://[fd00::1]/blob",
+        "http://[fe80::1]/blob",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://0.0.0.0:80/blob",
+    ];
+    let digests: Vec<String> = (0..targets.len()).map(|i| sha256_digest(format!("blob {i}").as_bytes())).collect();
+    for (target, digest) in targets.iter().zip(&digests) {
+        upstream.set(&format!("/v2/team-a/app/blobs/{digest}"), Reply::redirect(307, target));
+    }
+    let m = Sigmirror::start(&config(&upstream.url(), "connect_timeout_secs = 5"));
+    for (target, digest) in targets.iter().zip(&digests) {
+        let (r, took) = get(&blob_url(&m, "team-a/app", digest));
+        assert_eq!(r.status, 502, "{target}: {}", r.text());
+        assert_eq!(r.oci_error_code().as_deref(), Some("UNAVAILABLE"), "{target}: {}", r.text());
+        assert_eq!(message(&r), "upstream pointed sigmirror at an address it does not connect to", "{target}");
+        // Connecting to an unroutable address would wait out the 5 s connect timeout.
+        assert!(took < Duration::from_secs(3), "{target}: took {took:?}");
+    }
+    let logs = m.wait_for_log("169.254.169.254 is a link-local address", Duration::from_secs(5));
+    assert!(logs.contains("10.255.255.1 is a private address"), "{logs}");
+}
+
+#[test]
+fn a_blob_redirect_to_another_loopback_server_is_followed_without_our_credentials() {
+    let upstream = MockUpstream::start();
+    let storage = MockUpstream::start();
+    let storage_port = storage.host.rsplit(':').next().unwrap().to_string();
+    let blobs: Vec<Vec<u8>> = (0..2).map(|i| format!("layer {i} from storage ").repeat(500).into_bytes()).collect();
+    let digests: Vec<String> = blobs.iter().map(|b| sha256_digest(b)).collect();
+    // One by IP literal (the redirect policy checks it), one by name (the resolver does).
+    let hosts = [storage.host.clone(), format!("localhost:{storage_port}")];
+    for ((bytes, digest), host) in blobs.iter().zip(&digests).zip(&hosts) {
+        let storage_path = format!("/storage/{}", &digest["sha256:".len()..]);
+        upstream.set(
+            &format!("/v2/team-a/app/blobs/{digest}"),
+            Reply::redirect(307, &format!("http://{host}{storage_path}")),
+        );
+        storage.set(
+            &storage_path,
+            Reply::Full {
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/octet-stream".into())],
+                body: bytes.clone(),
+            },
+        );
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::write(dir.path().join("password"), "s3cret-pw\n").unwrap();
+    let m = Sigmirror::start_in(dir, &config(&upstream.url(), "username = \"puller\"\npassword_file = \"password\""));
+
+    for (bytes, digest) in blobs.iter().zip(&digests) {
+        let (r, _) = get(&blob_url(&m, "team-a/app", digest));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.complete, "body incomplete");
+        assert_eq!(&r.body, bytes, "bytes differ from what storage served");
+    }
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("puller:s3cret-pw"));
+    for digest in &digests {
+        let sent = upstream.request_headers(&format!("/v2/team-a/app/blobs/{digest}"));
+        assert!(!sent.is_empty());
+        for h in &sent {
+            let auth = h.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
+            assert_eq!(auth, Some(basic.as_str()), "the upstream itself gets our credentials");
+        }
+        let redirected = storage.request_headers(&format!("/storage/{}", &digest["sha256:".len()..]));
+        assert_eq!(redirected.len(), 1, "{:?}", storage.requests());
+        for h in &redirected {
+            assert!(!h.iter().any(|(k, _)| k == "authorization"), "credentials crossed hosts: {h:?}");
+            assert!(!h.iter().any(|(_, v)| v.contains("s3cret") || v.contains(&basic[6..])), "{h:?}");
+        }
+    }
+}
+
+#[test]
+fn blob_redirects_are_followed_for_five_hops_and_refused_at_six() {
+    let upstream = MockUpstream::start();
+    let storage = MockUpstream::start();
+    let mut digests = Vec::new();
+    for hops in [5usize, 6] {
+        let bytes = format!("a blob {hops} redirects away").into_bytes();
+        let digest = sha256_digest(&bytes);
+        // upstream → /c<hops>/1 → … → /c<hops>/<hops>, which serves the blob.
+        let hop = |k: usize| format!("/c{hops}/{k}");
+        upstream.set(
+            &format!("/v2/team-a/app/blobs/{digest}"),
+            Reply::redirect(302, &format!("{}{}", storage.url(), hop(1))),
+        );
+        for k in 1..hops {
+            storage.set(&hop(k), Reply::redirect(307, &format!("{}{}", storage.url(), hop(k + 1))));
+        }
+        storage.set(&hop(hops), Reply::Full { status: 200, headers: vec![], body: bytes.clone() });
+        digests.push((hops, digest, bytes));
+    }
+    let m = Sigmirror::start(&config(&upstream.url(), ""));
+    for (hops, digest, bytes) in &digests {
+        let (r, _) = get(&blob_url(&m, "team-a/app", digest));
+        if *hops <= 5 {
+            assert_eq!(r.status, 200, "{hops} hops: {}", r.text());
+            assert_eq!(&r.body, bytes);
+        } else {
+            assert_eq!(r.status, 502, "{hops} hops: {}", r.text());
+            assert_eq!(message(&r), "upstream redirected a blob more than 5 times");
+            assert_eq!(storage.count(&format!("/c{hops}/{hops}")), 0, "the sixth hop was followed");
+        }
+    }
+}
+
+#[test]
+fn no_error_a_client_receives_names_the_upstream_or_repeats_its_body() {
+    const MARKER: &str = "MARKER-internal-7f3a";
+    let mock = MockUpstream::start();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let marked = format!(r#"{{"errors":[{{"code":"UNKNOWN","message":"{MARKER} at http://10.9.8.7:5000/db"}}]}}"#);
+    let digest = sha256_digest(b"error blob");
+    mock.set("/v2/team-a/app/manifests/server-error", Reply::json(500, &marked));
+    mock.set("/v2/team-a/app/manifests/unavailable", Reply::json(503, &marked));
+    mock.set(
+        "/v2/team-a/app/manifests/basic-401",
+        Reply::Full {
+            status: 401,
+            headers: vec![("WWW-Authenticate".into(), format!("Basic realm=\"{MARKER}\""))],
+            body: marked.clone().into_bytes(),
+        },
+    );
+    mock.set("/v2/team-a/app/manifests/forbidden", Reply::json(403, &marked));
+    mock.set("/v2/team-a/app/manifests/token-refused", bearer_challenge(&format!("{}/token", mock.url())));
+    mock.set("/token", Reply::json(401, &marked));
+    mock.set("/v2/team-a/app/manifests/hang", Reply::Hang);
+    mock.set("/v2/team-a/app/manifests/closed", Reply::Close);
+    mock.set(&format!("/v2/team-a/app/blobs/{digest}"), Reply::json(500, &marked));
+    mock.set("/v2/team-a/app/tags/list", Reply::json(502, &marked));
+    let config = format!(
+        "{}\n[[upstream]]\nregistry = \"dead.test\"\nurl = \"http://{dead}\"\n\n{}",
+        config(&mock.url(), "request_timeout_secs = 2"),
+        policy("dead", &["dead.test/**"], "audit")
+    );
+    let m = Sigmirror::start(&config);
+
+    let cases = [
+        ("500 with a body", manifest_url(&m, "team-a/app", "server-error"), "upstream answered 500"),
+        ("503 with a body", manifest_url(&m, "team-a/app", "unavailable"), "upstream answered 503"),
+        ("401 basic", manifest_url(&m, "team-a/app", "basic-401"), "upstream refused our credentials"),
+        ("403", manifest_url(&m, "team-a/app", "forbidden"), "upstream refused our credentials"),
+        ("token refused", manifest_url(&m, "team-a/app", "token-refused"), "upstream refused our credentials"),
+        ("timeout", manifest_url(&m, "team-a/app", "hang"), "upstream did not answer within 2s"),
+        ("closed", manifest_url(&m, "team-a/app", "closed"), "upstream response is malformed"),
+        ("blob 500", blob_url(&m, "team-a/app", &digest), "upstream answered 500"),
+        ("tags 502", format!("{}/v2/team-a/app/tags/list?ns={NS}", m.url()), "upstream answered 502"),
+        ("unreachable", format!("{}/v2/team-a/app/manifests/v1?ns=dead.test", m.url()), "cannot reach upstream"),
+    ];
+    for (what, url, expected) in &cases {
+        let (r, _) = get(url);
+        assert!((500..600).contains(&r.status), "{what}: {} {}", r.status, r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
+        let text = r.text();
+        for leak in [mock.host.as_str(), dead.as_str(), "127.0.0.1", "10.9.8.7", "http://", MARKER, "UNKNOWN"] {
+            assert!(!text.contains(leak), "{what}: the client saw {leak:?}: {text}");
+        }
+        assert_eq!(&message(&r), expected, "{what}");
+    }
+    // The details are not lost: the log has them.
+    let logs = m.wait_for_log(MARKER, Duration::from_secs(5));
+    assert!(logs.contains(&mock.host), "the log names the upstream: {logs}");
+}
+
+/// An `UpstreamClient` for the default upstream of `mirror_config(url, "")`,
+/// built from config text so new config fields need no change here.
+fn client_for(url: &str) -> sigmirror::upstream::UpstreamClient {
+    use sigmirror::config::{Checker, Config};
+    let (config, checker) =
+        Config::from_str(&mirror_config(url, ""), Checker::new(Path::new("sigmirror.toml"))).expect("config parses");
+    assert!(checker.problems.is_empty(), "{:?}", checker.problems);
+    sigmirror::upstream::UpstreamClient::new(&config.upstreams[0]).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_manifest_resolves_a_tag_from_the_digest_header_without_fetching_the_bytes() {
+    use sigmirror::oci::ManifestRef;
+    use sigmirror::upstream::UpstreamError;
+
+    let mock = MockUpstream::start();
+    let image = build_image("head", "amd64");
+    let other = build_image("head-other", "amd64");
+    mock.serve_image("team-a/app", "v1", &image);
+    let no_digest = Reply::Full {
+        status: 200,
+        headers: vec![("Content-Type".into(), OCI_MANIFEST.into())],
+        body: image.manifest.clone(),
+    };
+    mock.set("/v2/team-a/app/manifests/no-digest", no_digest);
+    let sha512 = format!("sha512:{}", "ab".repeat(64));
+    mock.manifest_claiming("team-a/app", "sha512", "application/octet-stream", &image.manifest, &sha512);
+    mock.manifest_claiming("team-a/app", &other.digest, OCI_MANIFEST, &other.manifest, &image.digest);
+    mock.set("/v2/team-a/app/manifests/redirected", Reply::redirect(307, &format!("{}/elsewhere", mock.url())));
+    let up = client_for(&mock.url());
+    let tag = |t: &str| ManifestRef::Tag(t.to_string());
+
+    let info = up.head_manifest("team-a/app", &tag("v1"), MANIFEST_ACCEPT).await.unwrap().expect("a digest");
+    assert_eq!(info.digest.as_str(), image.digest);
+    assert_eq!(info.media_type.as_deref(), Some(image.media_type.as_str()));
+    assert_eq!(info.size, Some(image.size));
+    let by_digest = ManifestRef::Digest(image.digest.parse().unwrap());
+    assert_eq!(up.head_manifest("team-a/app", &by_digest, MANIFEST_ACCEPT).await.unwrap(), Some(info));
+
+    // No usable digest header: the caller falls back to GET.
+    assert_eq!(up.head_manifest("team-a/app", &tag("no-digest"), MANIFEST_ACCEPT).await.unwrap(), None);
+    assert_eq!(up.head_manifest("team-a/app", &tag("sha512"), MANIFEST_ACCEPT).await.unwrap(), None);
+
+    let lying = ManifestRef::Digest(other.digest.parse().unwrap());
+    let e = up.head_manifest("team-a/app", &lying, MANIFEST_ACCEPT).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::DigestMismatch { .. }), "{e:?}");
+    let e = up.head_manifest("team-a/app", &tag("missing"), MANIFEST_ACCEPT).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::NotFound), "{e:?}");
+    let e = up.head_manifest("team-a/app", &tag("redirected"), MANIFEST_ACCEPT).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::Redirected { .. }), "{e:?}");
+
+    let manifest_requests: Vec<_> =
+        mock.requests().into_iter().filter(|(_, target)| target.contains("/manifests/")).collect();
+    assert_eq!(manifest_requests.len(), 7, "{manifest_requests:?}");
+    assert!(manifest_requests.iter().all(|(method, _)| method == "HEAD"), "{manifest_requests:?}");
+    assert_eq!(mock.count("/elsewhere"), 0);
+    let metrics = sigmirror::metrics::METRICS.encode();
+    let line = metrics
+        .lines()
+        .find(|l| l.contains("upstream_requests") && l.contains("kind=\"manifest_head\""))
+        .unwrap_or_else(|| panic!("no manifest_head count:\n{metrics}"));
+    assert!(line.ends_with(" 7"), "{line}");
+}
