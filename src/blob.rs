@@ -87,7 +87,7 @@ pub fn verify_stream(
                 }
                 Some(Err(e)) => {
                     st.done = true;
-                    tracing::warn!(blob = %st.expected, "upstream blob stream failed: {e}");
+                    tracing::warn!(blob = %st.expected, detail = ?e.detail(), "upstream blob stream failed: {e}");
                     return Some((Err(e.into()), st));
                 }
                 None => {

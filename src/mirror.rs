@@ -12,7 +12,7 @@ use crate::cache::{ManifestCache, ManifestKey, VerdictCache, VerdictKey, Verifie
 use crate::config::Config;
 use crate::error::{Error, Resource};
 use crate::metrics::{PolicyLabels, METRICS};
-use crate::oci::{media, ManifestRef};
+use crate::oci::{media, Digest, ManifestRef};
 use crate::policy::{self, Policy, PolicySet, Subject, Verdict};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
 
@@ -80,27 +80,41 @@ impl Mirror {
 
     /// Fetches (or recalls) the manifest `reference` names. By digest the bytes
     /// come from the manifest cache when they can; by tag upstream is asked
-    /// with `accept`, and the answer is cached under its digest.
+    /// with `accept`, and the answer is cached under its digest. A client's
+    /// HEAD by tag is resolved with a HEAD upstream (registries count GETs
+    /// against pull rate limits, and containerd resolves every pull with a
+    /// HEAD), then the manifest is recalled or fetched by that digest: its
+    /// bytes are needed to verify it, and fetching by digest checks them.
     pub async fn resolve(&self, pull: &Pull, reference: &ManifestRef, accept: &str) -> Result<Manifest, Error> {
-        let (registry, repo, up) = (&pull.registry, &pull.repo, &pull.up);
+        let (repo, up) = (&pull.repo, &pull.up);
         match reference {
-            ManifestRef::Digest(d) => {
-                // The bytes of a digest do not depend on Accept, and the cache is
-                // shared by every client: ask for every type we serve.
-                let key = ManifestKey { registry: registry.clone(), repo: repo.clone(), digest: d.clone() };
-                self.manifests
-                    .get_or_fetch(key, up.manifest(repo, reference, media::ALL_MANIFESTS))
-                    .await
-                    .map_err(|e| Error::upstream(Resource::Manifest, e))
-            }
+            ManifestRef::Digest(d) => self.by_digest(pull, d).await,
             ManifestRef::Tag(_) => {
+                if pull.head {
+                    let head = up.head_manifest(repo, reference, accept).await;
+                    if let Some(info) = head.map_err(|e| Error::upstream(Resource::Manifest, e))? {
+                        return self.by_digest(pull, &info.digest).await;
+                    }
+                }
                 let m =
                     up.manifest(repo, reference, accept).await.map_err(|e| Error::upstream(Resource::Manifest, e))?;
-                let key = ManifestKey { registry: registry.clone(), repo: repo.clone(), digest: m.digest.clone() };
+                let key = ManifestKey { registry: pull.registry.clone(), repo: repo.clone(), digest: m.digest.clone() };
                 self.manifests.insert(key, m.clone()).await;
                 Ok(m)
             }
         }
+    }
+
+    /// A manifest by digest, through the manifest cache: one upstream fetch
+    /// for all concurrent callers. The bytes of a digest do not depend on
+    /// Accept, and the cache is shared by every client: ask for every type.
+    async fn by_digest(&self, pull: &Pull, d: &Digest) -> Result<Manifest, Error> {
+        let key = ManifestKey { registry: pull.registry.clone(), repo: pull.repo.clone(), digest: d.clone() };
+        let reference = ManifestRef::Digest(d.clone());
+        self.manifests
+            .get_or_fetch(key, pull.up.manifest(&pull.repo, &reference, media::ALL_MANIFESTS))
+            .await
+            .map_err(|e| Error::upstream(Resource::Manifest, e))
     }
 
     /// The verdict of `policy` on `m`, from cache or freshly verified.

@@ -597,3 +597,25 @@ fn a_referrers_answer_that_is_not_a_valid_index_is_refused() {
         assert_eq!(r.status, 502, "{body}: {}", r.text());
     }
 }
+
+#[test]
+fn a_client_head_by_tag_is_a_head_upstream_and_never_a_get_of_the_tag() {
+    let mock = MockUpstream::start();
+    let image = build_image("head-upstream", "amd64");
+    mock.serve_image("team-a/app", "v1", &image);
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    for _ in 0..3 {
+        let h = head_manifest(&m, "team-a/app", "v1");
+        assert_heads(&h, &image, "HEAD v1");
+    }
+    let tag_path = "/v2/team-a/app/manifests/v1";
+    let digest_path = format!("/v2/team-a/app/manifests/{}", image.digest);
+    let requests = mock.requests();
+    let on = |method: &str, path: &str| {
+        requests.iter().filter(|(m, t)| m == method && t.split('?').next() == Some(path)).count()
+    };
+    assert_eq!(on("GET", tag_path), 0, "a client HEAD became an upstream GET of the tag: {requests:?}");
+    assert_eq!(on("HEAD", tag_path), 3, "{requests:?}");
+    // The bytes are needed once, to verify; later HEADs use the cached manifest.
+    assert_eq!(on("GET", &digest_path), 1, "{requests:?}");
+}

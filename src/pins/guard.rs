@@ -145,11 +145,17 @@ impl TagGuard {
             let reference = ManifestRef::Tag(pin.tag.clone());
             // The same complete Accept the pin was made with: only then is
             // another digest a move and not a narrower answer.
-            let seen = match up.manifest(&pin.repository, &reference, media::ALL_MANIFESTS).await {
-                Ok(m) => m.digest,
+            // A HEAD first: it does not count against upstream pull rate limits.
+            let seen = match up.head_manifest(&pin.repository, &reference, media::ALL_MANIFESTS).await {
+                Ok(Some(info)) => Ok(info.digest),
+                Ok(None) => up.manifest(&pin.repository, &reference, media::ALL_MANIFESTS).await.map(|m| m.digest),
+                Err(e) => Err(e),
+            };
+            let seen = match seen {
+                Ok(d) => d,
                 Err(e) => {
                     // Cannot tell; keep serving the pin and try again next interval.
-                    tracing::debug!(tag = %pin.tag, repo = %pin.repository, "pin revalidation failed: {e}");
+                    tracing::debug!(tag = %pin.tag, repo = %pin.repository, detail = ?e.detail(), "pin revalidation failed: {e}");
                     return;
                 }
             };
