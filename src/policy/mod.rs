@@ -19,6 +19,7 @@
 //! (upstream down, timeout) are `Err`, so they are never mistaken for, or
 //! cached as, a denial.
 
+mod decide;
 pub mod evaluate;
 pub mod evidence;
 pub mod verdict;
@@ -31,11 +32,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::{Checker, Mode, OnTagMove, RawConfig, RawPolicy, Require};
 use crate::oci::{media, Digest, ImageIndex};
-use crate::upstream::{Manifest, UpstreamError};
+use crate::upstream::Manifest;
 use crate::verify::cosign::CosignAuthority;
 use crate::verify::notation::NotationVerifier;
 
-pub use evidence::{Evidence, Registry};
+pub use evidence::Registry;
 pub use verdict::Verdict;
 
 /// A validated policy.
@@ -250,34 +251,8 @@ impl Policy {
 
     /// The repository cosign signatures live in: `signature_repository`
     /// (cosign's `COSIGN_REPOSITORY`) or the image's own.
-    fn signature_repo<'a>(&'a self, subject: &Subject<'a>) -> &'a str {
+    pub(crate) fn signature_repo<'a>(&'a self, subject: &Subject<'a>) -> &'a str {
         self.signature_repository.as_deref().unwrap_or(subject.repo)
-    }
-
-    /// Gathers the evidence this policy's authorities need through `reg`, then
-    /// judges it. Bundles are fetched only when the `.sig` tag left an
-    /// authority open, so an image signed the classic way costs no extra
-    /// upstream requests (at the price of judging the `.sig` layers twice on
-    /// a verdict-cache miss).
-    pub async fn evaluate(
-        &self,
-        reg: &impl Registry,
-        subject: &Subject<'_>,
-        now: time::OffsetDateTime,
-    ) -> Result<Verdict, UpstreamError> {
-        let digest = &subject.manifest.digest;
-        let mut ev = Evidence::default();
-        if !self.cosign.is_empty() {
-            let sig_repo = self.signature_repo(subject);
-            ev.signature_tag = Some(evidence::signature_tag(reg, sig_repo, digest).await?);
-            if evaluate::bundles_could_help(self, subject, &ev, now) {
-                ev.bundles = Some(evidence::bundles(reg, sig_repo, digest).await?);
-            }
-        }
-        if self.notation.is_some() {
-            ev.notation = Some(evidence::notation(reg, subject.repo, digest).await?);
-        }
-        Ok(evaluate::judge(self, subject, &ev, now))
     }
 }
 
