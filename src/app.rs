@@ -2,7 +2,6 @@
 //! store and what immutable tags have seen.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::mirror::Mirror;
 use crate::pins::guard::TagGuard;
@@ -17,7 +16,7 @@ pub struct App {
 
 impl App {
     pub fn new(mirror: Mirror, pins: Option<PinStore>) -> App {
-        let every = Duration::from_secs(mirror.config.raw.pin_revalidate_secs);
+        let every = mirror.config.pin_revalidate;
         App { tags: pins.map(|store| TagGuard::new(store, every)), mirror: Arc::new(mirror) }
     }
 

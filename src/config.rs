@@ -304,20 +304,39 @@ pub struct Upstream {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
-    pub raw: RawConfig,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub tls: Option<(TrustFile, TrustFile)>,
     pub upstreams: Vec<Upstream>,
     pub allow_ttl: Duration,
     pub deny_ttl: Duration,
+    pub manifest_cache_bytes: u64,
+    /// `pin_revalidate_secs`.
+    pub pin_revalidate: Duration,
+    /// A `postgres://` URL (scheme checked), or `None` for the embedded store.
+    pub pin_store: Option<String>,
+    /// The pins file, read; `lib::load` checks that it parses.
+    pub pins_file: Option<TrustFile>,
+}
+
+/// The parts of the file that `policy::PolicySet::build` validates: the
+/// policies and the Notation trust material they share.
+pub struct PolicySection {
+    pub policy: Vec<RawPolicy>,
+    pub notation: Option<RawNotation>,
+}
+
+impl From<RawConfig> for PolicySection {
+    fn from(raw: RawConfig) -> PolicySection {
+        PolicySection { policy: raw.policy, notation: raw.notation }
+    }
 }
 
 impl Config {
     /// Reads and validates a config file. `Err` only when the file cannot be
     /// read or parsed; other problems are collected in the returned `Checker`,
     /// to which `policy::PolicySet::build` adds the policies' problems.
-    pub fn load(path: &Path) -> Result<(Config, Checker), Problems> {
+    pub fn load(path: &Path) -> Result<(Config, PolicySection, Checker), Problems> {
         let mut c = Checker::new(path);
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -329,7 +348,7 @@ impl Config {
         Self::from_str(&text, c)
     }
 
-    pub fn from_str(text: &str, mut c: Checker) -> Result<(Config, Checker), Problems> {
+    pub fn from_str(text: &str, mut c: Checker) -> Result<(Config, PolicySection, Checker), Problems> {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
@@ -375,14 +394,17 @@ impl Config {
             upstreams,
             allow_ttl: Duration::from_secs(raw.cache.allow_ttl_secs),
             deny_ttl: Duration::from_secs(raw.cache.deny_ttl_secs),
-            raw,
+            manifest_cache_bytes: raw.cache.manifest_cache_bytes,
+            pin_revalidate: Duration::from_secs(raw.pin_revalidate_secs),
+            pin_store: validate_pin_store(raw.pin_store.as_deref(), &mut c),
+            pins_file: raw.pins_file.as_ref().and_then(|f| c.read("pins_file", f)),
         };
         if config.allow_ttl.is_zero() {
             c.problem("cache.allow_ttl_secs", "must be at least 1", "set a few minutes, for example 300");
         }
         // Problems so far stay in the checker: the caller validates the
         // policies too and then reports everything at once.
-        Ok((config, c))
+        Ok((config, raw.into(), c))
     }
 
     /// The upstream for a request: the one whose `registry` equals `ns`, or the
@@ -498,4 +520,19 @@ fn redact_userinfo(url: &str) -> String {
         (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
         _ => url.to_string(),
     }
+}
+
+/// The pin store URL, if its scheme is one sigmirror can open. Checked here
+/// so `check-config` reports it, not only `serve` when it opens the store.
+fn validate_pin_store(url: Option<&str>, c: &mut Checker) -> Option<String> {
+    let url = url?;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Some(url.to_string());
+    }
+    c.problem(
+        "pin_store",
+        "is not a postgres:// or postgresql:// URL",
+        "write postgres://user:password@host/db, or remove the key for the embedded store under data_dir",
+    );
+    None
 }

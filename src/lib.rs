@@ -60,8 +60,17 @@ use crate::policy::PolicySet;
 /// Loads and validates a config file and everything it points at. Returns
 /// every problem at once.
 pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {
-    let (config, mut checker) = Config::load(path)?;
-    let policies = PolicySet::build(&config.raw, &mut checker);
+    let (config, section, mut checker) = Config::load(path)?;
+    let policies = PolicySet::build(&section, &mut checker);
+    if let Some(f) = &config.pins_file {
+        if let Err(e) = pins::PinsFile::from_json(&f.bytes) {
+            checker.problem(
+                "pins_file",
+                format!("{}: {e}", f.name),
+                "fix the file, or export one with `sigmirror pins export`",
+            );
+        }
+    }
     if !checker.problems.is_empty() {
         return Err(Problems(checker.problems));
     }

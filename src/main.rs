@@ -234,29 +234,27 @@ fn reference_suffix(r: &sigmirror::oci::ManifestRef) -> String {
 /// Opens the pin store and applies `pins_file`, if the config names one.
 async fn open_pins(state: &Mirror) -> Result<PinStore, ExitCode> {
     let cfg = &state.config;
-    let store = PinStore::open(&cfg.data_dir, cfg.raw.pin_store.as_deref()).await.map_err(|e| {
+    let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref()).await.map_err(|e| {
         eprintln!("cannot open the pin store: {e}");
         ExitCode::from(2)
     })?;
     tracing::info!("pin store: {}", store.describe());
-    if let Some(file) = &cfg.raw.pins_file {
-        let path = cfg.file.parent().unwrap_or(std::path::Path::new(".")).join(file);
-        let result = async {
-            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-            let parsed = PinsFile::from_json(&bytes).map_err(|e| e.to_string())?;
-            store.import(&parsed).await.map_err(|e| e.to_string())
-        }
-        .await;
+    if let Some(file) = &cfg.pins_file {
+        // Parsed once already by `load`, which reported any problem.
+        let result = match PinsFile::from_json(&file.bytes) {
+            Ok(parsed) => store.import(&parsed).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         match result {
             Ok(r) => tracing::info!(
                 inserted = r.inserted,
                 unchanged = r.unchanged,
                 conflicts = r.conflicts.len(),
                 "pins_file {} applied",
-                path.display()
+                file.name
             ),
             Err(e) => {
-                eprintln!("pins_file {}: {e}", path.display());
+                eprintln!("pins_file {}: {e}", file.name);
                 return Err(ExitCode::from(2));
             }
         }
@@ -269,7 +267,7 @@ async fn pins(config: PathBuf, action: PinsAction) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let store = match PinStore::open(&state.config.data_dir, state.config.raw.pin_store.as_deref()).await {
+    let store = match PinStore::open(&state.config.data_dir, state.config.pin_store.as_deref()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot open the pin store: {e}");

@@ -57,7 +57,7 @@ impl Mirror {
         }
         Ok(Mirror {
             verdicts: VerdictCache::new(config.allow_ttl, config.deny_ttl),
-            manifests: ManifestCache::new(config.raw.cache.manifest_cache_bytes),
+            manifests: ManifestCache::new(config.manifest_cache_bytes),
             children: VerifiedChildren::new(config.allow_ttl),
             config,
             policies,

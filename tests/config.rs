@@ -178,3 +178,27 @@ fn credentials_in_an_upstream_url_are_refused_without_being_printed() {
     assert!(out.contains("password_file"), "the fix should point at password_file: {out}");
     assert!(!out.contains("s3cr3t-pw") && !out.contains("robot"), "the report repeats the credentials: {out}");
 }
+
+#[test]
+fn check_config_reports_a_bad_pin_store_and_pins_file_before_serve_would() {
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::write(dir.path().join("pins.json"), "{\"version\": 1, \"pins\": [{\"registry\": 3}]}").unwrap();
+    let (code, out) = check(
+        dir.path(),
+        &format!(
+            "pin_store = \"mysql://db/pins\"\npins_file = \"pins.json\"\n{BASE}\
+             [[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n"
+        ),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("pin_store") && out.contains("postgres://"), "{out}");
+    assert!(out.contains("pins_file") && out.contains("pins.json"), "{out}");
+    let (code, out) = check(
+        dir.path(),
+        &format!(
+            "pins_file = \"missing.json\"\n{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n"
+        ),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("pins_file") && out.contains("missing.json"), "{out}");
+}

@@ -368,7 +368,7 @@ fn no_error_a_client_receives_names_the_upstream_or_repeats_its_body() {
 /// built from config text so new config fields need no change here.
 fn client_for(url: &str) -> sigmirror::upstream::UpstreamClient {
     use sigmirror::config::{Checker, Config};
-    let (config, checker) =
+    let (config, _, checker) =
         Config::from_str(&mirror_config(url, ""), Checker::new(Path::new("sigmirror.toml"))).expect("config parses");
     assert!(checker.problems.is_empty(), "{:?}", checker.problems);
     sigmirror::upstream::UpstreamClient::new(&config.upstreams[0]).expect("client")

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{Checker, Mode, OnTagMove, RawConfig, RawPolicy, Require};
+use crate::config::{Checker, Mode, OnTagMove, PolicySection, RawPolicy, Require};
 use crate::oci::{media, Digest, ImageIndex};
 use crate::upstream::Manifest;
 use crate::verify::cosign::CosignAuthority;
@@ -67,7 +67,7 @@ pub struct PolicySet {
 
 impl PolicySet {
     /// Validates every policy, recording every problem in `c`.
-    pub fn build(raw: &RawConfig, c: &mut Checker) -> PolicySet {
+    pub fn build(raw: &PolicySection, c: &mut Checker) -> PolicySet {
         let notation = raw.notation.as_ref().and_then(|n| NotationVerifier::load(n, c)).map(Arc::new);
         let mut names = BTreeMap::new();
         let mut policies = Vec::new();
@@ -273,9 +273,9 @@ pub(crate) mod tests {
 
     pub(crate) fn set(toml_policies: &str) -> PolicySet {
         let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://127.0.0.1:1\"\n{toml_policies}");
-        let raw: RawConfig = toml::from_str(&text).unwrap();
+        let raw: crate::config::RawConfig = toml::from_str(&text).unwrap();
         let mut c = Checker::new(std::path::Path::new("/nonexistent/sigmirror.toml"));
-        let s = PolicySet::build(&raw, &mut c);
+        let s = PolicySet::build(&raw.into(), &mut c);
         assert!(c.problems.is_empty(), "{:?}", c.problems);
         s
     }
