@@ -106,6 +106,21 @@ fn encode<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("pin records always serialize")
 }
 
+/// Every value of a table of JSON rows, decoded.
+fn values_of<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    db: &Database,
+    def: TableDefinition<K, &str>,
+) -> Result<Vec<T>, PinError> {
+    let txn = db.begin_read().map_err(redb_err)?;
+    let table = txn.open_table(def).map_err(redb_err)?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(redb_err)? {
+        let (_, v) = row.map_err(redb_err)?;
+        out.push(decode(v.value())?);
+    }
+    Ok(out)
+}
+
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, PinError> {
     serde_json::from_str(json)
         .map_err(|e| PinError::Corrupt(format!("{e}: {}", json.chars().take(200).collect::<String>())))
@@ -201,31 +216,11 @@ impl EmbeddedStore {
     }
 
     pub(super) async fn list(&self) -> Result<Vec<Pin>, PinError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(redb_err)?;
-            let table = txn.open_table(PINS).map_err(redb_err)?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(redb_err)? {
-                let (_, v) = row.map_err(redb_err)?;
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(|db| values_of(db, PINS)).await
     }
 
     pub(super) async fn moves(&self) -> Result<Vec<MoveEvent>, PinError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(redb_err)?;
-            let table = txn.open_table(MOVES).map_err(redb_err)?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(redb_err)? {
-                let (_, v) = row.map_err(redb_err)?;
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(|db| values_of(db, MOVES)).await
     }
 
     pub(super) async fn forget(&self, k: PinKey) -> Result<bool, PinError> {
