@@ -70,8 +70,8 @@ use time::OffsetDateTime;
 
 use super::cosign::{self, CosignAuthority, Expectation, Refusal};
 use super::keys::truncate;
-use super::notation::timestamp::{self, TsaTrust};
 use super::rekor::{self, strip_whitespace, RekorKey, Signer, TlogEntry};
+use super::timestamp::{self, TsaTrust};
 use super::x509::{self, Certificate};
 
 /// The media type cosign v3 gives the bundle blob and the referrer's `artifactType`.

@@ -3,10 +3,16 @@
 //! network I/O: `policy` fetches the evidence through `upstream` and hands the
 //! bytes in, so every verifier can be tested with fixed vectors and a fixed
 //! "now".
+//!
+//! `cosign` (format A), `bundle` (Sigstore bundles) and `notation` share
+//! `x509` (one certificate parser, path builder and set of certificate rules,
+//! with a profile per ecosystem), `timestamp` (RFC 3161) and `der`.
 
 pub mod bundle;
 pub mod cosign;
+pub(crate) mod der;
 pub mod keys;
 pub mod notation;
 pub mod rekor;
+pub(crate) mod timestamp;
 pub mod x509;

@@ -7,6 +7,8 @@
 
 use time::OffsetDateTime;
 
+use crate::verify::x509::format_time;
+
 pub const PAYLOAD_CONTENT_TYPE: &str = "application/vnd.cncf.notary.payload.v1+json";
 
 pub const H_SIGNING_SCHEME: &str = "io.cncf.notary.signingScheme";
@@ -155,7 +157,11 @@ impl Envelope {
         };
         if let Some(expiry) = self.expiry {
             if expiry <= signed_at {
-                return Err(format!("expiry {} is not after the signing time {}", rfc3339(expiry), rfc3339(signed_at)));
+                return Err(format!(
+                    "expiry {} is not after the signing time {}",
+                    format_time(expiry),
+                    format_time(signed_at)
+                ));
             }
         }
         if self.crit.is_empty() {
@@ -214,10 +220,4 @@ impl Envelope {
             ))
         }
     }
-}
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

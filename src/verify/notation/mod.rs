@@ -19,10 +19,8 @@
 mod chain;
 mod cose;
 mod crypto;
-mod der;
 mod envelope;
 mod jws;
-pub(crate) mod timestamp;
 pub mod trustpolicy;
 pub mod truststore;
 
@@ -32,9 +30,10 @@ mod tests;
 use serde::Deserialize;
 use sha2::Digest as _;
 use time::OffsetDateTime;
-use x509_parser::certificate::X509Certificate;
 
-use envelope::{rfc3339, Envelope, Scheme};
+use super::timestamp::{self, TsaTrust};
+use super::x509::{self, format_time, Certificate, Outside, Profile};
+use envelope::{Envelope, Scheme};
 use trustpolicy::{Action, Identities, Level, Statement, StoreRef, StoreType, TrustPolicy, VerifyTimestamp};
 use truststore::TrustStore;
 
@@ -177,7 +176,7 @@ impl NotationVerifier {
             other => Err(format!("envelope media type {other:?} is neither {MEDIA_TYPE_JWS} nor {MEDIA_TYPE_COSE}")),
         }
         .map_err(integrity)?;
-        let certs: Vec<X509Certificate> = env
+        let certs: Vec<Certificate> = env
             .chain
             .iter()
             .enumerate()
@@ -185,8 +184,8 @@ impl NotationVerifier {
             .collect::<Result<_, _>>()
             .map_err(integrity)?;
         let leaf = &certs[0];
-        let spec = chain::key_spec(leaf).map_err(|e| integrity(format!("signing certificate: {e}")))?;
-        let Some(expected) = spec.alg() else {
+        let spec = leaf.key_spec().map_err(|e| integrity(format!("signing certificate: {e}")))?;
+        let Some(expected) = chain::signature_alg(spec) else {
             return Err(integrity(format!("the signing certificate has an {spec} key, which the Notary Project does not allow (RSA keys must be 2048, 3072 or 4096 bits)")));
         };
         if expected != env.alg {
@@ -196,7 +195,7 @@ impl NotationVerifier {
                 expected.jose_name()
             )));
         }
-        crypto::verify(leaf.public_key().raw, env.alg, &env.signed_bytes, &env.signature).map_err(integrity)?;
+        crypto::verify(&leaf.spki_der(), env.alg, &env.signed_bytes, &env.signature).map_err(integrity)?;
         let validated = env.validate_headers().map_err(integrity)?;
         // Notation validates the chain at the signing time only when that time
         // is authentic (signing-authority scheme); `signingTime` under
@@ -205,7 +204,7 @@ impl NotationVerifier {
             Scheme::SigningAuthority => env.authentic_signing_time,
             Scheme::X509 => None,
         };
-        chain::validate_chain(&certs, chain::Purpose::CodeSigning, at)
+        x509::check_in_order(&certs, &Profile::NotaryCodeSigning { at })
             .map_err(|e| integrity(format!("certificate chain: {e}")))?;
 
         // Extended critical attributes need a plugin or an extension we do not
@@ -258,10 +257,10 @@ impl NotationVerifier {
                     Ok(dn) if ids.iter().any(|id| id.is_subset_of(&dn)) => None,
                     Ok(_) => Some(format!(
                         "signing certificate {:?} matches none of the trusted identities of trust policy statement {:?}",
-                        chain::subject_of(leaf),
+                        leaf.go_subject(),
                         run.stmt.name
                     )),
-                    Err(e) => Some(format!("signing certificate {:?}: {e}", chain::subject_of(leaf))),
+                    Err(e) => Some(format!("signing certificate {:?}: {e}", leaf.go_subject())),
                 };
                 if let Some(d) = detail {
                     run.fail(run.stmt.actions.authenticity, "authenticity", d)?;
@@ -272,7 +271,7 @@ impl NotationVerifier {
         // 3. Expiry: the signer's "best before"; a timestamp does not extend it.
         if let Some(expiry) = env.expiry {
             if now >= expiry {
-                run.fail(run.stmt.actions.expiry, "expiry", format!("signature expired at {}", rfc3339(expiry)))?;
+                run.fail(run.stmt.actions.expiry, "expiry", format!("signature expired at {}", format_time(expiry)))?;
             }
         }
 
@@ -298,35 +297,29 @@ impl NotationVerifier {
         &self,
         run: &mut Run,
         env: &Envelope,
-        certs: &[X509Certificate],
+        certs: &[Certificate],
         now: OffsetDateTime,
     ) -> Result<(), String> {
         let action = run.stmt.actions.authentic_timestamp;
         let tsa: Vec<&StoreRef> = run.stmt.stores_of(StoreType::Tsa).collect();
         let mut use_timestamp = !tsa.is_empty();
         if use_timestamp && run.stmt.verify_timestamp == VerifyTimestamp::AfterCertExpiry {
-            use_timestamp = certs.iter().any(|c| now > chain::not_after(c));
+            use_timestamp = certs.iter().any(|c| now > c.not_after());
         }
         if !use_timestamp {
             for c in certs {
-                if now < chain::not_before(c) {
-                    return run.fail(
-                        action,
-                        "authenticTimestamp",
-                        format!(
-                            "certificate {:?} is not valid until {}",
-                            chain::subject_of(c),
-                            rfc3339(chain::not_before(c))
-                        ),
-                    );
-                }
-                if now > chain::not_after(c) {
-                    return run.fail(
-                        action,
-                        "authenticTimestamp",
-                        format!("certificate {:?} expired at {} and no trusted timestamp proves the signature was made before that", chain::subject_of(c), rfc3339(chain::not_after(c))),
-                    );
-                }
+                let detail = match x509::check_validity(c, now) {
+                    Ok(()) => continue,
+                    Err(Outside::NotYetValid(nb)) => {
+                        format!("certificate {:?} is not valid until {}", c.go_subject(), format_time(nb))
+                    }
+                    Err(Outside::Expired(na)) => format!(
+                        "certificate {:?} expired at {} and no trusted timestamp proves the signature was made before that",
+                        c.go_subject(),
+                        format_time(na)
+                    ),
+                };
+                return run.fail(action, "authenticTimestamp", detail);
             }
             return Ok(());
         }
@@ -337,8 +330,7 @@ impl NotationVerifier {
                 "no timestamp countersignature was found in the signature envelope".into(),
             );
         };
-        let roots: Vec<&truststore::TrustedCert> = tsa.iter().flat_map(|r| self.store.certs(r).iter()).collect();
-        let stamp = match timestamp::verify_in_store(token, &env.signature, &roots) {
+        let stamp = match self.verify_timestamp(token, &env.signature, &tsa) {
             Ok(s) => s,
             Err(e) => {
                 return run.fail(
@@ -348,38 +340,46 @@ impl NotationVerifier {
                 )
             }
         };
+        // The signature provably existed at some time in [lower, upper]; the
+        // whole interval must lie inside every certificate's validity.
         for c in certs {
-            if stamp.lower < chain::not_before(c) {
-                return run.fail(
-                    action,
-                    "authenticTimestamp",
-                    format!(
-                        "the timestamp ({}) can be before certificate {:?} became valid at {}",
-                        rfc3339(stamp.lower),
-                        chain::subject_of(c),
-                        rfc3339(chain::not_before(c))
-                    ),
-                );
-            }
-            if stamp.upper > chain::not_after(c) {
-                return run.fail(
-                    action,
-                    "authenticTimestamp",
-                    format!(
-                        "the timestamp ({}) can be after certificate {:?} expired at {}",
-                        rfc3339(stamp.upper),
-                        chain::subject_of(c),
-                        rfc3339(chain::not_after(c))
-                    ),
-                );
-            }
+            let detail = match x509::check_window(c, stamp.lower, stamp.upper) {
+                Ok(()) => continue,
+                Err(Outside::NotYetValid(nb)) => format!(
+                    "the timestamp ({}) can be before certificate {:?} became valid at {}",
+                    format_time(stamp.lower),
+                    c.go_subject(),
+                    format_time(nb)
+                ),
+                Err(Outside::Expired(na)) => format!(
+                    "the timestamp ({}) can be after certificate {:?} expired at {}",
+                    format_time(stamp.upper),
+                    c.go_subject(),
+                    format_time(na)
+                ),
+            };
+            return run.fail(action, "authenticTimestamp", detail);
         }
         // The TSA chain's revocation status cannot be checked offline either;
         // it falls under the same revocation setting as the signing chain.
-        if let Some(d) = unknown_revocation(&stamp.chain_certs()?, "timestamping") {
+        if let Some(d) = unknown_revocation(&stamp.chain, "timestamping") {
             return run.fail_revocation(d);
         }
         Ok(())
+    }
+
+    /// Verifies a timestamp countersignature: `token` over `signature`,
+    /// anchored in the certificates of the statement's `tsa` trust stores.
+    fn verify_timestamp(&self, token: &[u8], signature: &[u8], tsa: &[&StoreRef]) -> Result<timestamp::Stamp, String> {
+        let roots: Vec<&[u8]> = tsa.iter().flat_map(|r| self.store.certs(r).iter()).map(|c| c.der.as_slice()).collect();
+        if roots.is_empty() {
+            return Err("the trust policy lists no tsa certificates".into());
+        }
+        timestamp::verify(
+            token,
+            signature,
+            &TsaTrust { roots: &roots, intermediates: &[], roots_name: "tsa trust store" },
+        )
     }
 
     /// sigmirror runs air-gapped and never contacts OCSP responders or CRL
@@ -388,7 +388,7 @@ impl NotationVerifier {
     /// "revocation unavailable", which fails revocation validation. At
     /// `strict` that refuses the signature, at `permissive`/`audit` it is
     /// logged, and `override: {"revocation": "skip"}` turns the check off.
-    fn revocation(&self, run: &mut Run, certs: &[X509Certificate]) -> Result<(), String> {
+    fn revocation(&self, run: &mut Run, certs: &[Certificate]) -> Result<(), String> {
         match unknown_revocation(certs, "signing") {
             Some(d) => run.fail_revocation(d),
             None => Ok(()),
@@ -399,14 +399,18 @@ impl NotationVerifier {
 /// The first certificate (root excluded: roots are not revoked by their own
 /// OCSP responder, and notation skips them too) whose revocation status would
 /// need the network.
-fn unknown_revocation(certs: &[X509Certificate], what: &str) -> Option<String> {
+fn unknown_revocation(certs: &[Certificate], what: &str) -> Option<String> {
     let n = certs.len().saturating_sub(1).max(1);
     for c in certs.iter().take(n) {
-        let eps = chain::revocation_endpoints(c);
+        let eps = match chain::revocation_endpoints(c) {
+            Ok(eps) => eps,
+            // Unreadable means unknown, which fails like any unknown status.
+            Err(e) => vec![e],
+        };
         if !eps.is_empty() {
             return Some(format!(
                 "{what} certificate {:?} revocation status is unknown: it names {}, and sigmirror does not contact revocation services",
-                chain::subject_of(c),
+                c.go_subject(),
                 eps.join(", ")
             ));
         }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::chain;
 use super::trustpolicy::{PolicyProblem, StoreRef, StoreType};
+use crate::verify::x509;
 
 /// A certificate file is small; anything bigger is a mistake.
 const MAX_FILE: u64 = 1 << 20;
@@ -229,9 +230,10 @@ pub fn parse_cert_file(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 /// anchors, and only self-signed CA roots as TSA anchors.
 fn check_anchor(der: &[u8], kind: StoreType) -> Result<String, String> {
     let c = chain::parse(der)?;
-    let subject = chain::subject_of(&c);
-    let is_ca = matches!(c.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
-    let self_signed = c.issuer().as_raw() == c.subject().as_raw() && chain::check_signature(&c, &c).is_ok();
+    let subject = c.go_subject();
+    let parsed = c.parsed()?;
+    let is_ca = matches!(x509::ca_status(&parsed), Ok(x509::CaStatus::Ca { .. }));
+    let self_signed = c.is_self_issued() && x509::check_signature(&parsed, parsed.public_key()).is_ok();
     match kind {
         StoreType::Tsa if !(is_ca && self_signed) => {
             Err(format!("certificate {subject:?} is not a self-signed root CA, which tsa stores require"))

@@ -1,4 +1,6 @@
-//! A minimal DER reader for the RFC 3161 timestamp token (CMS SignedData).
+//! The one DER reader for what x509-parser does not decode for us: the RFC
+//! 3161 timestamp token (CMS SignedData) and the raw values of Fulcio's
+//! certificate extensions.
 //!
 //! The token must be walked field by field while keeping the exact bytes of
 //! some parts (the signed attributes are re-tagged and verified, the TSTInfo
@@ -21,6 +23,7 @@ pub const SET: u8 = 0x31;
 pub const INTEGER: u8 = 0x02;
 pub const OCTET_STRING: u8 = 0x04;
 pub const OID: u8 = 0x06;
+pub const UTF8_STRING: u8 = 0x0c;
 pub const GENERALIZED_TIME: u8 = 0x18;
 
 /// Reads the first element of `input`, returning it and the rest.
@@ -106,6 +109,12 @@ pub fn exactly<'a>(input: &'a [u8], tag: u8, what: &str) -> Result<Tlv<'a>, Stri
     Ok(t)
 }
 
+/// The text of a UTF8String that is the whole of `input`.
+pub fn utf8_string(input: &[u8]) -> Option<String> {
+    let t = exactly(input, UTF8_STRING, "UTF8String").ok()?;
+    std::str::from_utf8(t.value).ok().map(str::to_string)
+}
+
 /// Dotted form of an OBJECT IDENTIFIER's content octets.
 pub fn oid_string(v: &[u8]) -> Result<String, String> {
     if v.is_empty() {
@@ -167,5 +176,15 @@ mod tests {
             "1.2.840.113549.1.7.2"
         );
         assert!(oid_string(&[0x2a, 0x86]).is_err());
+    }
+
+    #[test]
+    fn utf8_strings_must_be_exactly_one_well_formed_element() {
+        for bad in [&b"\x0c"[..], b"\x0c\x05ab", b"\x0c\x85aaaaa", b"\x04\x01a", b"\x0c\x01a\x00", b"\x0c\x02\xff\xfe"]
+        {
+            assert_eq!(utf8_string(bad), None);
+        }
+        assert_eq!(utf8_string(b"\x0c\x02ab").as_deref(), Some("ab"));
+        assert_eq!(utf8_string(b"\x0c\x81\x02ab").as_deref(), Some("ab"));
     }
 }

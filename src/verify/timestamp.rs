@@ -1,14 +1,16 @@
-//! RFC 3161 timestamp countersignatures (`io.cncf.notary.timestampSignature`).
+//! RFC 3161 timestamps, for Notation countersignatures
+//! (`io.cncf.notary.timestampSignature`) and Sigstore bundles alike.
 //!
 //! The token is a CMS SignedData over a TSTInfo whose message imprint is the
 //! hash of the envelope's signature bytes. It proves the signature existed at
 //! `genTime ± accuracy` only if: the imprint matches, the CMS signature over
 //! the signed attributes verifies with the TSA certificate, the signed
 //! attributes bind the TSTInfo (content type, message digest) and the TSA
-//! certificate (signingCertificateV2), the TSA chain reaches a `tsa` trust
-//! store root and meets the timestamping certificate rules, and every TSA
-//! certificate was valid at `genTime`. Anything else is an error, so an
-//! unverifiable timestamp never counts as proof.
+//! certificate (signingCertificateV2), the TSA chain reaches a trusted root
+//! and meets the timestamping profile of `x509` (the Notary Project's TSA
+//! certificate rules), and every TSA certificate was valid at `genTime`.
+//! Anything else is an error, so an unverifiable timestamp never counts as
+//! proof.
 //!
 //! The same check serves Sigstore bundles (`timestampVerificationData`), whose
 //! tokens arrive wrapped in a TimeStampResp ([`token_of_response`]) and whose
@@ -18,10 +20,8 @@ use sha2::Digest as _;
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
 
-use super::chain;
 use super::der::{self, Reader, Tlv};
-use super::envelope::rfc3339;
-use super::truststore::TrustedCert;
+use super::x509::{self, Certificate, KeySpec, Profile};
 
 const OID_SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
 const OID_TST_INFO: &str = "1.2.840.113549.1.9.16.1.4";
@@ -35,19 +35,13 @@ const MAX_TOKEN: usize = 64 << 10;
 const MAX_TOKEN_CERTS: usize = 10;
 
 /// A verified timestamp: the TSA's time, the interval the signature provably
-/// existed in, and the TSA chain (signer first, trust store root last).
+/// existed in, and the TSA chain (signer first, trusted root last).
 #[derive(Debug)]
 pub struct Stamp {
     pub gen_time: OffsetDateTime,
     pub lower: OffsetDateTime,
     pub upper: OffsetDateTime,
-    pub chain: Vec<Vec<u8>>,
-}
-
-impl Stamp {
-    pub fn chain_certs(&self) -> Result<Vec<X509Certificate<'_>>, String> {
-        self.chain.iter().map(|d| chain::parse(d)).collect()
-    }
+    pub chain: Vec<Certificate>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -84,7 +78,8 @@ fn alg_oid(t: &Tlv) -> Result<String, String> {
     der::oid_string(oid.value)
 }
 
-/// The certificates a timestamp may be anchored in.
+/// The certificates a timestamp may be anchored in: a notation `tsa` trust
+/// store (anchors only), or a Sigstore trusted root's timestamp authority.
 pub(crate) struct TsaTrust<'a> {
     /// Trust anchors (DER): the TSA chain must end in one of them (or the TSA
     /// certificate must be one of them, byte for byte).
@@ -94,23 +89,6 @@ pub(crate) struct TsaTrust<'a> {
     pub intermediates: &'a [&'a [u8]],
     /// What `roots` are, for messages ("tsa trust store").
     pub roots_name: &'a str,
-}
-
-impl TsaTrust<'_> {
-    /// A notation `tsa` trust store: anchors only.
-    fn store<'a>(roots: &'a [&'a [u8]]) -> TsaTrust<'a> {
-        TsaTrust { roots, intermediates: &[], roots_name: "tsa trust store" }
-    }
-}
-
-/// Verifies a notation timestamp countersignature: `token` over `signature`,
-/// anchored in the `tsa` trust store certificates `roots`.
-pub fn verify_in_store(token: &[u8], signature: &[u8], roots: &[&TrustedCert]) -> Result<Stamp, String> {
-    if roots.is_empty() {
-        return Err("the trust policy lists no tsa certificates".into());
-    }
-    let ders: Vec<&[u8]> = roots.iter().map(|r| r.der.as_slice()).collect();
-    verify(token, signature, &TsaTrust::store(&ders))
 }
 
 /// Verifies `token` (a DER TimeStampToken, i.e. CMS ContentInfo) as an RFC 3161
@@ -126,7 +104,6 @@ pub(crate) fn verify(token: &[u8], signed: &[u8], trust: &TsaTrust) -> Result<St
     if trust.intermediates.len() > MAX_TOKEN_CERTS {
         return Err(format!("more than {MAX_TOKEN_CERTS} TSA intermediate certificates are configured"));
     }
-    let roots = trust.roots;
     let parsed = parse_token(token).map_err(|e| format!("the token is not an RFC 3161 timestamp token: {e}"))?;
 
     // The TSTInfo must be about this signature.
@@ -146,69 +123,64 @@ pub(crate) fn verify(token: &[u8], signed: &[u8], trust: &TsaTrust) -> Result<St
 
     // Find the TSA certificate among the token's certificates and the
     // configured intermediates (a Sigstore TSA leaves its certificate out).
-    let ders: Vec<&[u8]> = parsed.certs.iter().chain(trust.intermediates).copied().collect();
-    let certs: Vec<X509Certificate> = ders.iter().map(|d| chain::parse(d)).collect::<Result<_, _>>()?;
-    let signer_idx = certs
+    let certs: Vec<Certificate> = parsed
+        .certs
         .iter()
-        .position(|c| match &parsed.sid {
-            SignerId::IssuerSerial { issuer, serial } => c.issuer().as_raw() == *issuer && c.raw_serial() == *serial,
-            SignerId::Ski(ski) => subject_key_id(c).as_deref() == Some(*ski),
+        .chain(trust.intermediates)
+        .map(|d| Certificate::parse(d).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let signer = certs
+        .iter()
+        .find(|c| {
+            c.parsed().is_ok_and(|c| match &parsed.sid {
+                SignerId::IssuerSerial { issuer, serial } => {
+                    c.issuer().as_raw() == *issuer && c.raw_serial() == *serial
+                }
+                SignerId::Ski(ski) => subject_key_id(&c).as_deref() == Some(*ski),
+            })
         })
         .ok_or(if trust.intermediates.is_empty() {
             "the token does not include the TSA's certificate"
         } else {
             "neither the token nor the configured TSA certificates include the TSA's certificate"
         })?;
-    let signer = &certs[signer_idx];
 
     // signingCertificateV2 names that certificate by hash.
     let (ess_hash, ess_value) =
         parsed.signing_cert_v2.as_ref().ok_or("the token has no signingCertificateV2 attribute")?;
-    if ess_hash.digest(ders[signer_idx]) != *ess_value {
+    if ess_hash.digest(&signer.der) != *ess_value {
         return Err("the signingCertificateV2 attribute does not name the TSA's certificate".into());
     }
 
     // The CMS signature over the DER SET OF signed attributes.
     verify_cms_signature(signer, &parsed.sig_alg, digest_hash, &parsed.signed_attrs_set, parsed.signature)?;
 
-    // Build the chain to a tsa root: the root must be in the store (byte
-    // equal), or issue the last certificate we have.
-    let mut path: Vec<Vec<u8>> = vec![ders[signer_idx].to_vec()];
-    let mut current = signer_idx;
-    let mut anchored = roots.iter().any(|r| *r == ders[signer_idx]);
-    while !anchored {
-        if path.len() > MAX_TOKEN_CERTS {
-            return Err("the TSA chain is too long".into());
-        }
-        let cur = &certs[current];
-        if let Some(root) = roots.iter().find(|r| chain::parse(r).is_ok_and(|rc| chain::issued_by(cur, &rc).is_ok())) {
-            path.push(root.to_vec());
-            anchored = true;
-        } else if let Some(next) = certs
-            .iter()
-            .enumerate()
-            .position(|(i, c)| !path.iter().any(|p| p.as_slice() == ders[i]) && chain::issued_by(cur, c).is_ok())
-        {
-            path.push(ders[next].to_vec());
-            current = next;
-            anchored = roots.iter().any(|r| *r == ders[next]);
-        } else {
-            return Err(format!(
-                "the TSA certificate {:?} does not chain to a {} certificate",
-                chain::subject_of(signer),
-                trust.roots_name
-            ));
-        }
-    }
-    let path_certs: Vec<X509Certificate> = path.iter().map(|d| chain::parse(d)).collect::<Result<_, _>>()?;
-    chain::validate_chain(&path_certs, chain::Purpose::Timestamping, None)
-        .map_err(|e| format!("TSA certificate chain: {e}"))?;
-    for c in &path_certs {
-        if parsed.gen_time < chain::not_before(c) || parsed.gen_time > chain::not_after(c) {
+    // The path to a trusted root: the TSA certificate may be a root itself,
+    // or be issued (in Go's sense, as notation-core-go checks a TSA chain)
+    // through the other certificates to one. Roots that do not parse anchor
+    // nothing. The timestamping rules are then applied to the path in order,
+    // so a refusal names the rule rather than "does not chain".
+    let roots: Vec<Certificate> = trust.roots.iter().filter_map(|r| Certificate::parse(r).ok()).collect();
+    let tsa = Profile::Timestamping;
+    let path: Vec<Certificate> =
+        match x509::search(signer, &certs, &roots, MAX_TOKEN_CERTS, &|c, i| tsa.check_issued(c, i), &|_, _| Ok(())) {
+            Ok(found) => found.path.into_iter().cloned().collect(),
+            Err(none) if none.cut_short => return Err("the TSA chain is too long".into()),
+            Err(_) => {
+                return Err(format!(
+                    "the TSA certificate {:?} does not chain to a {} certificate",
+                    signer.go_subject(),
+                    trust.roots_name
+                ))
+            }
+        };
+    x509::check_in_order(&path, &tsa).map_err(|e| format!("TSA certificate chain: {e}"))?;
+    for c in &path {
+        if x509::check_validity(c, parsed.gen_time).is_err() {
             return Err(format!(
                 "TSA certificate {:?} was not valid at the timestamp's time {}",
-                chain::subject_of(c),
-                rfc3339(parsed.gen_time)
+                c.go_subject(),
+                x509::format_time(parsed.gen_time)
             ));
         }
     }
@@ -480,15 +452,10 @@ fn subject_key_id(c: &X509Certificate) -> Option<Vec<u8>> {
 /// Verifies the SignerInfo signature over the signed attributes with the TSA
 /// certificate's key. RSA PKCS#1 v1.5 and ECDSA (P-256, P-384) are what TSAs
 /// use; the hash is the SignerInfo's digest algorithm.
-fn verify_cms_signature(
-    signer: &X509Certificate,
-    sig_alg: &str,
-    hash: Hash,
-    msg: &[u8],
-    sig: &[u8],
-) -> Result<(), String> {
+fn verify_cms_signature(signer: &Certificate, sig_alg: &str, hash: Hash, msg: &[u8], sig: &[u8]) -> Result<(), String> {
     let digest = hash.digest(msg);
-    let spki = signer.public_key().raw;
+    let spki_der = signer.spki_der();
+    let spki = spki_der.as_slice();
     let bad = || "the TSA's signature over the timestamp does not verify".to_string();
     match sig_alg {
         // rsaEncryption, or sha{256,384,512}WithRSAEncryption agreeing with the digest.
@@ -514,15 +481,15 @@ fn verify_cms_signature(
         }
         "1.2.840.10045.4.3.2" | "1.2.840.10045.4.3.3" | "1.2.840.10045.4.3.4" | "1.2.840.10045.2.1" => {
             use p256::ecdsa::signature::hazmat::PrehashVerifier;
-            match chain::key_spec(signer)? {
-                chain::KeySpec::Ec(256) => {
+            match signer.key_spec()? {
+                KeySpec::Ec(256) => {
                     use p256::pkcs8::DecodePublicKey;
                     let k = p256::ecdsa::VerifyingKey::from_public_key_der(spki)
                         .map_err(|e| format!("the TSA's EC key does not parse: {e}"))?;
                     let s = p256::ecdsa::Signature::from_der(sig).map_err(|_| bad())?;
                     k.verify_prehash(&digest, &s).map_err(|_| bad())
                 }
-                chain::KeySpec::Ec(384) => {
+                KeySpec::Ec(384) => {
                     use p384::pkcs8::DecodePublicKey;
                     let k = p384::ecdsa::VerifyingKey::from_public_key_der(spki)
                         .map_err(|e| format!("the TSA's EC key does not parse: {e}"))?;
@@ -542,7 +509,7 @@ mod tests {
 
     #[test]
     fn generalized_times_parse_with_and_without_fractions_and_refuse_local_time() {
-        assert_eq!(rfc3339(generalized_time(b"20240618072138Z").unwrap()), "2024-06-18T07:21:38Z");
+        assert_eq!(x509::format_time(generalized_time(b"20240618072138Z").unwrap()), "2024-06-18T07:21:38Z");
         assert_eq!(generalized_time(b"20240618072138.25Z").unwrap().nanosecond(), 250_000_000);
         assert!(generalized_time(b"20240618072138").is_err());
         assert!(generalized_time(b"20241318072138Z").is_err());
@@ -563,9 +530,10 @@ mod tests {
 
     #[test]
     fn garbage_tokens_are_refused_without_panicking() {
-        let root = TrustedCert { der: vec![0x30, 0x00], file: "x".into(), subject: "x".into() };
+        let root: &[u8] = &[0x30, 0x00];
+        let trust = TsaTrust { roots: &[root], intermediates: &[], roots_name: "tsa trust store" };
         for t in [&b""[..], b"\x30", b"\x30\x03\x06\x01\x00", b"\x30\x80\x00\x00", &[0x30; 64][..]] {
-            assert!(verify_in_store(t, b"sig", &[&root]).is_err());
+            assert!(verify(t, b"sig", &trust).is_err());
             assert!(token_of_response(t).is_err());
         }
     }
