@@ -203,7 +203,7 @@ mod tests {
         }
         let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
         let body = serde_json::to_vec(&serde_json::json!({ "tags": many })).unwrap();
-        assert!(tag_list("r", &body).unwrap_err().to_string().contains("more than"));
+        assert!(tag_list("r", &body).unwrap_err().detail().unwrap().contains("more than"));
     }
 
     #[test]

@@ -507,9 +507,9 @@ fn a_bundle_tsa_certificate_with_an_unknown_critical_extension_is_refused() {
     for (in_leaf, subject) in [(true, "CN=Test TSA,O=sigmirror tests"), (false, "CN=TSA Root,O=sigmirror tests")] {
         assert_eq!(
             check(&tsa_with_unknown_critical(in_leaf)),
-            Err(format!(
+            Err(crate::verify::cosign::Refusal::Invalid(format!(
                 "bundle RFC 3161 timestamp does not verify: TSA certificate chain: certificate \"{subject}\" {UNKNOWN}"
-            ))
+            )))
         );
     }
 }
