@@ -200,9 +200,8 @@ impl TagGuard {
 /// The words of a tag-move refusal, in the log and the error body alike.
 fn tag_moved_reason(pin: &Pin, seen: &Digest) -> String {
     let when = time::OffsetDateTime::from_unix_timestamp(pin.pinned_at)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| pin.pinned_at.to_string());
+        .map(crate::verify::x509::format_time)
+        .unwrap_or_else(|_| pin.pinned_at.to_string());
     format!("tag {} of {} was pinned to {} on {when}; upstream now serves {seen}", pin.tag, pin.repository, pin.digest)
 }
 
