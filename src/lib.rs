@@ -24,8 +24,9 @@
 //!    decision line first; `error::Error::into_response` is the one place an
 //!    error becomes an OCI answer.
 //!
-//! Blobs skip 4–6 (`blob::serve`): streamed and hashed on the way, and a
-//! mismatch aborts the response. Tag lists and referrers (`listing`) are
+//! Blobs skip 4–6: `server::blob_guard` serves only blobs of manifests the
+//! policy allowed (`cache::AllowedBlobs`, filled by `decide`), and
+//! `blob::serve` streams and hashes them, aborting on a mismatch. Tag lists and referrers (`listing`) are
 //! parsed, checked and re-serialised, never relayed.
 
 pub mod app;

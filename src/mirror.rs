@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cache::{ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
+use crate::cache::{AllowedBlobs, ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
 use crate::config::Config;
 use crate::error::{Error, Resource};
 use crate::metrics::{PolicyLabels, METRICS};
@@ -44,6 +44,7 @@ pub struct Mirror {
     pub verdicts: VerdictCache,
     pub manifests: ManifestCache,
     pub children: VerifiedChildren,
+    pub blobs: AllowedBlobs,
 }
 
 impl Mirror {
@@ -59,6 +60,7 @@ impl Mirror {
             verdicts: VerdictCache::new(config.allow_ttl, config.deny_ttl),
             manifests: ManifestCache::new(config.manifest_cache_bytes),
             children: VerifiedChildren::new(config.allow_ttl),
+            blobs: AllowedBlobs::default(),
             config,
             policies,
             upstreams,
@@ -126,6 +128,7 @@ impl Mirror {
             policy_fingerprint: policy.fingerprint,
         };
         if let Some(parent) = self.children.parent_of(&key).await {
+            self.blobs.record(&key, m.blobs());
             return Ok(Verdict::Allow {
                 policy: policy.name.clone(),
                 by: format!("listed by verified index {parent}"),
@@ -141,9 +144,27 @@ impl Mirror {
             if v.vouches() {
                 self.children.record(&key, policy::index_children(m)).await;
             }
+            // An audit allow records blobs too, so audit mode logs a would-be
+            // refusal only for blobs no manifest referenced. The policy
+            // fingerprint (which covers the mode) keeps them from an
+            // enforcing policy.
+            if v.is_allow() {
+                self.blobs.record(&key, m.blobs());
+            }
             Ok::<_, UpstreamError>(v)
         };
         self.verdicts.get_or_verify(key.clone(), verify).await.map_err(|e| Error::upstream(Resource::Manifest, e))
+    }
+
+    /// Whether `digest` is a blob of a manifest `policy` allowed in this
+    /// registry and repository (see `cache::AllowedBlobs`).
+    pub fn blob_allowed(&self, registry: &str, repo: &str, policy: &Policy, digest: &Digest) -> bool {
+        self.blobs.contains(&VerdictKey {
+            registry: registry.into(),
+            repo: repo.into(),
+            digest: digest.clone(),
+            policy_fingerprint: policy.fingerprint,
+        })
     }
 
     /// Resolve, then decide, under the policy that governs the repository,

@@ -10,10 +10,11 @@ use http::{header, HeaderValue, Method, Request, Response};
 
 use crate::app::App;
 use crate::audit::{log_decision, refuse, refuse_outside_scope};
+use crate::config::Mode;
 use crate::error::{Error, Resource};
 use crate::metrics::METRICS;
 use crate::mirror::{Mirror, Pull};
-use crate::oci::{media, parse_route, ManifestRef, Route};
+use crate::oci::{media, parse_route, Digest, ManifestRef, Route};
 use crate::policy::{Policy, Verdict};
 use crate::response::{self, Body};
 use crate::upstream::{Manifest, UpstreamError};
@@ -56,7 +57,8 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
         }
         Route::Blob { repo, digest } => {
             let (registry, up) = mirror.upstream(ns.as_deref())?;
-            scope_guard(&mirror, &registry, &repo, &format!("@{digest}"))?;
+            let policy = scope_guard(&mirror, &registry, &repo, &format!("@{digest}"))?;
+            blob_guard(&mirror, policy, &registry, &repo, &digest)?;
             blob::serve(&up, &repo, &digest, head).await
         }
         Route::TagsList { repo } => {
@@ -93,6 +95,29 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
 /// request in the refusal (`:tag`, `@digest`, `tags/list`, …).
 fn scope_guard<'m>(mirror: &'m Mirror, registry: &str, repo: &str, what: &str) -> Result<&'m Policy, Error> {
     mirror.policies.select(registry, repo).ok_or_else(|| refuse_outside_scope(registry, repo, what))
+}
+
+/// Blob access follows verification: a blob is served only when a manifest
+/// the policy allowed (enforcing) references it. In audit mode it is served,
+/// and the refusal it would have been is logged.
+fn blob_guard(mirror: &Mirror, policy: &Policy, registry: &str, repo: &str, digest: &Digest) -> Result<(), Error> {
+    if mirror.blob_allowed(registry, repo, policy, digest) {
+        return Ok(());
+    }
+    let image = format!("{registry}/{repo}@{digest}");
+    let reason = format!(
+        "blob {digest} is not referenced by any manifest this policy allowed in {registry}/{repo} (fetch the image's manifest first)"
+    );
+    if policy.mode == Mode::Audit {
+        let by = format!("audit mode (would refuse: {reason})");
+        log_decision(
+            &Verdict::Allow { policy: policy.name.clone(), by, vouches: false },
+            &image,
+            &format!("@{digest}"),
+        );
+        return Ok(());
+    }
+    Err(refuse(Some(policy.name.clone()), reason, image, &format!("@{digest}")))
 }
 
 /// A manifest: through the tag guard when the tag is immutable and pins are

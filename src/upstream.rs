@@ -232,6 +232,19 @@ pub struct HeadInfo {
     pub size: Option<u64>,
 }
 
+impl Manifest {
+    /// The blobs an image manifest references (config and layers); none for
+    /// an index or anything that does not parse, whose blobs are reached only
+    /// through child manifests.
+    pub fn blobs(&self) -> Vec<Digest> {
+        if crate::oci::media::is_index(&self.media_type) {
+            return Vec::new();
+        }
+        let Ok(m) = serde_json::from_slice::<crate::oci::ImageManifest>(&self.bytes) else { return Vec::new() };
+        m.config.iter().chain(m.layers.iter()).filter_map(|d| d.digest.parse().ok()).collect()
+    }
+}
+
 /// A blob response whose body is still streaming.
 pub struct BlobStream {
     pub content_length: Option<u64>,

@@ -322,3 +322,62 @@ fn containerd_pulls_cosign_signed_images_and_not_unsigned_or_wrongly_signed_ones
         );
     }
 }
+
+fn blob(m: &Sigmirror, repo: &str, digest: &str) -> Response {
+    http("GET", &format!("{}/v2/{repo}/blobs/{digest}?ns={NS}", m.url()), &[])
+}
+
+#[test]
+fn a_blob_is_served_only_after_a_manifest_the_policy_allowed_references_it() {
+    let registry = Registry::start();
+    let signed = push_image(&registry.host, REPO, "v1", "blob-gate-signed");
+    let unsigned = push_image(&registry.host, REPO, "v2", "blob-gate-unsigned");
+    let key = CosignKey::generate();
+    sign_and_push(&registry.host, REPO, &signed.digest, &key, "registry.test/team-a/app");
+    let m = mirror_trusting(&registry, &key, "");
+    let layer = &signed.layer_digests[0];
+
+    // Asked for directly, by a client that never fetched (and so never had
+    // verified) the manifest: refused, with the rule that refused it.
+    let r = blob(&m, REPO, layer);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let msg = r.oci_error_message().unwrap();
+    assert_eq!(
+        msg,
+        format!(
+            "policy releases refused registry.test/{REPO}@{layer}: blob {layer} is not referenced by any manifest \
+             this policy allowed in registry.test/{REPO} (fetch the image's manifest first)"
+        )
+    );
+    assert!(m.logs().contains(&msg), "the decision log should carry the same words:\n{}", m.logs());
+
+    // Once the signed manifest was served, its config and layer are served.
+    assert_eq!(manifest(&m, "GET", REPO, "v1").status, 200);
+    let r = blob(&m, REPO, layer);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, signed.layers[0]);
+    assert_eq!(blob(&m, REPO, &signed.config_digest).status, 200);
+    // Not in another repository, and never for an image that was refused.
+    assert_eq!(blob(&m, "team-a/other", layer).status, 403);
+    assert_eq!(manifest(&m, "GET", REPO, "v2").status, 403);
+    assert_eq!(blob(&m, REPO, &unsigned.layer_digests[0]).status, 403);
+    // containerd's retry of a refused manifest digest under /blobs/ is refused too.
+    assert_eq!(blob(&m, REPO, &unsigned.digest).status, 403);
+}
+
+#[test]
+fn in_audit_mode_an_unreferenced_blob_is_served_and_the_refusal_it_would_be_is_logged() {
+    let registry = Registry::start();
+    let image = push_image(&registry.host, REPO, "v1", "blob-gate-audit");
+    let m = Sigmirror::start(&mirror_config(&registry.url(), &policy("watch", &["registry.test/team-a/**"], "audit")));
+    let layer = &image.layer_digests[0];
+    let r = blob(&m, REPO, layer);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let logs = m.wait_for_log("would refuse: blob", Duration::from_secs(5));
+    assert!(logs.contains(&format!("blob {layer} is not referenced")), "{logs}");
+    // After the manifest (allowed in audit mode), its blobs are no longer reported.
+    assert_eq!(manifest(&m, "GET", REPO, "v1").status, 200);
+    assert_eq!(blob(&m, REPO, &image.config_digest).status, 200);
+    let config_line = format!("blob {} is not referenced", image.config_digest);
+    assert!(!m.logs().contains(&config_line), "{}", m.logs());
+}
