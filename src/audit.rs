@@ -25,6 +25,15 @@ pub fn refuse_outside_scope(registry: &str, repo: &str, what: &str) -> Error {
     refuse(None, format!("no policy's scope matches {registry}/{repo}"), image, what)
 }
 
+/// Refuses a registry that is not a configured upstream (`ns=` names
+/// nothing we know). Nothing was contacted; the refusal is still a decision,
+/// logged and counted like every other.
+pub fn refuse_unknown_registry(message: String) -> Error {
+    METRICS.decisions.get_or_create(&DecisionLabels { decision: "deny", policy: "-".into() }).inc();
+    tracing::info!(target: "sigmirror::decision", decision = "deny", policy = "-", "{message}");
+    Error::UnknownRegistry(message)
+}
+
 /// One line per decision: the audit trail of what was served and refused.
 pub fn log_decision(v: &Verdict, image: &str, reference: &str) {
     let (decision, policy) = match v {

@@ -75,7 +75,7 @@ impl Mirror {
                 Some(ns) => format!("sigmirror refused registry {ns:?}: it is not a configured upstream"),
                 None => "sigmirror refused the request: no ns= parameter and no upstream is marked default".to_string(),
             };
-            return Err(Error::UnknownRegistry(msg));
+            return Err(crate::audit::refuse_unknown_registry(msg));
         };
         Ok((u.registry.clone(), self.upstreams[&u.registry].clone()))
     }

@@ -93,3 +93,44 @@ fn containerd_cannot_pull_an_image_no_policy_matches() {
     assert!(line.contains("deny") && line.contains("refused"), "{line}");
     assert!(!logs.contains(&image.digest), "the digest was fetched: {logs}");
 }
+
+#[test]
+fn with_only_the_default_hosts_file_every_registry_goes_through_sigmirror() {
+    let registry = Registry::start();
+    let image = push_image(&registry.host, "team-a/app", "v1", "default-hosts");
+    let mirror =
+        Sigmirror::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
+    let containerd = Containerd::start();
+    // The shipped catch-all, pointed at this test's sigmirror over plain HTTP.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/containerd/certs.d/_default/hosts.toml"))
+            .unwrap();
+    let local = format!("http://{}", mirror.addr);
+    let hosts_toml: String = shipped
+        .replace("https://sigmirror.sigmirror.svc.cluster.local:5050", &local)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ca ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(hosts_toml.contains(&format!("server = \"{local}\"")), "{hosts_toml}");
+    let hosts = tempfile::TempDir::new().unwrap();
+    std::fs::create_dir_all(hosts.path().join("_default")).unwrap();
+    std::fs::write(hosts.path().join("_default/hosts.toml"), hosts_toml).unwrap();
+
+    // A configured registry with no directory of its own: through sigmirror, verified.
+    let image_ref = format!("{REG}/team-a/app:v1");
+    containerd.pull(&image_ref, hosts.path()).unwrap_or_else(|e| panic!("{e}\nsigmirror log:\n{}", mirror.logs()));
+    assert_eq!(containerd.image_digest(&image_ref).as_deref(), Some(image.digest.as_str()));
+    assert!(mirror.logs().contains(&format!("allow registry.test/team-a/app@{}", image.digest)), "{}", mirror.logs());
+
+    // A registry nobody configured: refused by sigmirror, not pulled around it.
+    let elsewhere = "unconfigured.example/team-a/app:v1";
+    let err = containerd.pull(elsewhere, hosts.path()).expect_err("a pull from an unconfigured registry succeeded");
+    assert!(err.contains("403") && err.contains(&mirror.addr), "refused for another reason: {err}");
+    let logs = mirror.wait_for_log("unconfigured.example", Duration::from_secs(5));
+    assert!(logs.contains("not a configured upstream"), "{logs}");
+    assert!(
+        mirror.metric("sigmirror_decisions_total{decision=\"deny\",policy=\"-\"}") > 0,
+        "the refusal was not counted"
+    );
+}
