@@ -1,7 +1,9 @@
 //! The foundation, end to end against the real binary: the distribution API
 //! pull side, policy selection and fail-closed refusals, upstream integrity
 //! and upstream faults. The real `docker-registry` is the upstream wherever it
-//! can be; `MockUpstream` only where a real registry cannot misbehave.
+//! can be; `MockUpstream` only where a real registry cannot misbehave. Tests
+//! that only look at HTTP answers run the server in-process (`InProcess`);
+//! those that read its log or metrics, or kill it, run the binary.
 
 mod support;
 
@@ -15,19 +17,19 @@ fn audit_all() -> String {
     policy("everything", &["registry.test/**"], "audit")
 }
 
-fn manifest_url(m: &Sigmirror, repo: &str, reference: &str) -> String {
+fn manifest_url(m: &impl Served, repo: &str, reference: &str) -> String {
     format!("{}/v2/{repo}/manifests/{reference}?ns={NS}", m.url())
 }
 
-fn blob_url(m: &Sigmirror, repo: &str, digest: &str) -> String {
+fn blob_url(m: &impl Served, repo: &str, digest: &str) -> String {
     format!("{}/v2/{repo}/blobs/{digest}?ns={NS}", m.url())
 }
 
-fn get_manifest(m: &Sigmirror, repo: &str, reference: &str) -> Response {
+fn get_manifest(m: &impl Served, repo: &str, reference: &str) -> Response {
     http("GET", &manifest_url(m, repo, reference), &[("Accept", MANIFEST_ACCEPT)])
 }
 
-fn head_manifest(m: &Sigmirror, repo: &str, reference: &str) -> Response {
+fn head_manifest(m: &impl Served, repo: &str, reference: &str) -> Response {
     http("HEAD", &manifest_url(m, repo, reference), &[("Accept", MANIFEST_ACCEPT)])
 }
 
@@ -62,7 +64,7 @@ fn assert_oci_error(r: &Response, statuses: &[u16], code: &str, needles: &[&str]
 #[test]
 fn the_base_endpoint_answers_200_with_the_api_version_header() {
     let registry = Registry::start();
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &audit_all()));
+    let m = InProcess::start(&mirror_config(&registry.url(), &audit_all()));
     let r = http("GET", &format!("{}/v2/", m.url()), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("docker-distribution-api-version"), Some("registry/2.0"));
@@ -74,7 +76,7 @@ fn the_base_endpoint_answers_200_with_the_api_version_header() {
 fn a_manifest_by_tag_passes_an_audit_policy_byte_for_byte() {
     let registry = Registry::start();
     let image = push_image(&registry.host, "team-a/app", "v1", "by-tag");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
+    let m = InProcess::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
     assert_serves(&get_manifest(&m, "team-a/app", "v1"), &image, "GET by tag");
     assert_heads(&head_manifest(&m, "team-a/app", "v1"), &image, "HEAD by tag");
 }
@@ -83,7 +85,7 @@ fn a_manifest_by_tag_passes_an_audit_policy_byte_for_byte() {
 fn a_manifest_by_digest_passes_an_audit_policy_byte_for_byte() {
     let registry = Registry::start();
     let image = push_image(&registry.host, "team-a/app", "v1", "by-digest");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
+    let m = InProcess::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
     assert_heads(&head_manifest(&m, "team-a/app", &image.digest), &image, "HEAD by digest");
     assert_serves(&get_manifest(&m, "team-a/app", &image.digest), &image, "GET by digest");
 }
@@ -92,7 +94,7 @@ fn a_manifest_by_digest_passes_an_audit_policy_byte_for_byte() {
 fn a_request_without_ns_uses_the_default_upstream() {
     let registry = Registry::start();
     let image = push_image(&registry.host, "team-a/app", "v1", "no-ns");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &audit_all()));
+    let m = InProcess::start(&mirror_config(&registry.url(), &audit_all()));
     let r = http("GET", &format!("{}/v2/team-a/app/manifests/v1", m.url()), &[("Accept", MANIFEST_ACCEPT)]);
     assert_serves(&r, &image, "GET without ns=");
 }
@@ -101,7 +103,7 @@ fn a_request_without_ns_uses_the_default_upstream() {
 fn a_multi_arch_index_and_each_platform_manifest_are_served() {
     let registry = Registry::start();
     let index = push_multiarch(&registry.host, "team-a/multi", "v1", "multi");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &audit_all()));
+    let m = InProcess::start(&mirror_config(&registry.url(), &audit_all()));
     assert_serves(&get_manifest(&m, "team-a/multi", "v1"), &index, "index by tag");
     for child in &index.children {
         assert_serves(&get_manifest(&m, "team-a/multi", &child.digest), child, &format!("{:?}", child.platform));
@@ -227,7 +229,7 @@ fn a_request_without_ns_is_refused_when_no_upstream_is_default() {
 fn write_methods_are_refused_with_405_unsupported_and_change_nothing_upstream() {
     let registry = Registry::start();
     let image = push_image(&registry.host, "team-a/app", "v1", "writes");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &audit_all()));
+    let m = InProcess::start(&mirror_config(&registry.url(), &audit_all()));
     let base = m.url();
     let cases = [
         ("PUT", format!("/v2/team-a/app/manifests/v1?ns={NS}")),
@@ -276,7 +278,7 @@ fn blobs_stream_with_the_right_bytes_and_headers() {
 fn a_blob_of_a_repository_no_policy_covers_is_refused() {
     let registry = Registry::start();
     let image = push_image(&registry.host, "team-b/app", "v1", "blob-scope");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
+    let m = InProcess::start(&mirror_config(&registry.url(), &policy("team-a", &["registry.test/team-a/**"], "audit")));
     let r = http("GET", &blob_url(&m, "team-b/app", &image.layer_digests[0]), &[]);
     assert_oci_error(&r, &[403], "DENIED", &["registry.test/team-b/app"]);
     assert!(find_bytes(&r.body, &image.layers[0][..64]).is_none(), "the blob leaked");
@@ -286,7 +288,7 @@ fn a_blob_of_a_repository_no_policy_covers_is_refused() {
 fn missing_manifests_and_blobs_are_404_with_the_oci_code() {
     let registry = Registry::start();
     push_image(&registry.host, "team-a/app", "v1", "missing");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &audit_all()));
+    let m = InProcess::start(&mirror_config(&registry.url(), &audit_all()));
     assert_oci_error(&get_manifest(&m, "team-a/app", "nope"), &[404], "MANIFEST_UNKNOWN", &[]);
     let absent = sha256_digest(b"absent");
     assert_oci_error(&get_manifest(&m, "team-a/app", &absent), &[404], "MANIFEST_UNKNOWN", &[]);
@@ -298,7 +300,7 @@ fn tags_list_is_proxied() {
     let registry = Registry::start();
     push_image(&registry.host, "team-a/app", "v1", "tags-1");
     push_image(&registry.host, "team-a/app", "v2", "tags-2");
-    let m = Sigmirror::start(&mirror_config(&registry.url(), &audit_all()));
+    let m = InProcess::start(&mirror_config(&registry.url(), &audit_all()));
     let r = http("GET", &format!("{}/v2/team-a/app/tags/list?ns={NS}", m.url()), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -313,7 +315,7 @@ fn tags_list_pagination_parameters_reach_upstream_without_ns() {
     // distribution 2.8 ignores `n` on tags/list, so a mock shows what was forwarded.
     let mock = MockUpstream::start();
     mock.set("/v2/team-a/app/tags/list", Reply::json(200, r#"{"name":"team-a/app","tags":["v2"]}"#));
-    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    let m = InProcess::start(&mirror_config(&mock.url(), &audit_all()));
     let r = http("GET", &format!("{}/v2/team-a/app/tags/list?ns={NS}&n=1&last=v1", m.url()), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tags"], serde_json::json!(["v2"]));
