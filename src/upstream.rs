@@ -310,10 +310,6 @@ impl UpstreamClient {
         crate::metrics::METRICS.upstream(&self.cfg.registry, kind.metric());
     }
 
-    pub fn registry(&self) -> &str {
-        &self.cfg.registry
-    }
-
     fn url(&self, path: &str) -> String {
         let scheme = if self.cfg.plain_http { "http" } else { "https" };
         format!("{scheme}://{}/v2/{path}", self.cfg.host)

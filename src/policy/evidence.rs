@@ -96,6 +96,13 @@ pub enum Found<T> {
     Present(T),
 }
 
+/// What reading one thing a signature lives in gave: the thing, or why it
+/// cannot be used (a reason for the verdict; an outage is `Err` beside it).
+enum Read<T> {
+    Usable(T),
+    Unusable(String),
+}
+
 /// One piece of cosign evidence found for an image, in either format.
 pub enum CosignEvidence {
     /// A layer of the `sha256-<hex>.sig` manifest (format A).
@@ -193,8 +200,8 @@ pub async fn bundles(
     digest: &Digest,
 ) -> Result<Found<Vec<CosignEvidence>>, UpstreamError> {
     let descriptors = match referrers(reg, repo, digest, BUNDLE_ARTIFACT_TYPE, false).await? {
-        Ok(d) => d,
-        Err(reason) => return Ok(Found::Present(vec![CosignEvidence::Unusable(reason)])),
+        Read::Usable(d) => d,
+        Read::Unusable(reason) => return Ok(Found::Present(vec![CosignEvidence::Unusable(reason)])),
     };
     let mut attestations = 0;
     let mut evidence = Vec::new();
@@ -208,8 +215,8 @@ pub async fn bundles(
             break;
         }
         evidence.push(match referrer_blob(reg, repo, &d, digest, &BUNDLE_REFERRER).await? {
-            Ok((_, json)) => CosignEvidence::Bundle(json),
-            Err(reason) => CosignEvidence::Unusable(format!("sigstore bundle: {reason}")),
+            Read::Usable((_, json)) => CosignEvidence::Bundle(json),
+            Read::Unusable(reason) => CosignEvidence::Unusable(format!("sigstore bundle: {reason}")),
         });
     }
     if evidence.is_empty() {
@@ -229,15 +236,19 @@ pub async fn notation(
     digest: &Digest,
 ) -> Result<Found<Vec<NotationEvidence>>, UpstreamError> {
     let descriptors = match referrers(reg, repo, digest, NOTATION_ARTIFACT_TYPE, true).await? {
-        Ok(d) if d.is_empty() => return Ok(Found::Absent("no notation signature found".into())),
-        Ok(d) => d,
-        Err(reason) => return Ok(Found::Present(vec![NotationEvidence::Unusable(format!("notation: {reason}"))])),
+        Read::Usable(d) if d.is_empty() => return Ok(Found::Absent("no notation signature found".into())),
+        Read::Usable(d) => d,
+        Read::Unusable(reason) => {
+            return Ok(Found::Present(vec![NotationEvidence::Unusable(format!("notation: {reason}"))]))
+        }
     };
     let mut found = Vec::new();
     for d in descriptors.iter().take(MAX_NOTATION_SIGNATURES) {
         found.push(match referrer_blob(reg, repo, d, digest, &NOTATION_REFERRER).await? {
-            Ok((media_type, bytes)) => NotationEvidence::Envelope { signature: d.digest.clone(), media_type, bytes },
-            Err(reason) => NotationEvidence::Unusable(format!("notation: {reason}")),
+            Read::Usable((media_type, bytes)) => {
+                NotationEvidence::Envelope { signature: d.digest.clone(), media_type, bytes }
+            }
+            Read::Unusable(reason) => NotationEvidence::Unusable(format!("notation: {reason}")),
         });
     }
     Ok(Found::Present(found))
@@ -245,7 +256,7 @@ pub async fn notation(
 
 /// Lists the referrers of `digest` with `artifact_type`: the referrers API,
 /// or the `sha256-<hex>` tag index when the registry has no referrers API.
-/// Empty when there are none; the inner `Err` is a malformed index.
+/// Empty when there are none; `Unusable` is a malformed index.
 ///
 /// Neither the tag index nor a registry that ignores the filter is filtered,
 /// so the list is filtered here. With `keep_untyped`, entries without an
@@ -257,26 +268,28 @@ async fn referrers(
     digest: &Digest,
     artifact_type: &str,
     keep_untyped: bool,
-) -> Result<Result<Vec<Descriptor>, String>, UpstreamError> {
+) -> Result<Read<Vec<Descriptor>>, UpstreamError> {
     let body = match reg.referrers(repo, digest, Some(artifact_type)).await? {
         Some(b) => b,
         None => match reg.optional_manifest(repo, &ManifestRef::Tag(digest.referrers_tag()), media::OCI_INDEX).await? {
             Some(m) => m.bytes,
-            None => return Ok(Ok(Vec::new())),
+            None => return Ok(Read::Usable(Vec::new())),
         },
     };
     let index: ImageIndex = match serde_json::from_slice(&body) {
         Ok(i) => i,
-        Err(e) => return Ok(Err(format!("referrers index is malformed: {e}"))),
+        Err(e) => return Ok(Read::Unusable(format!("referrers index is malformed: {e}"))),
     };
-    Ok(Ok(index
-        .manifests
-        .into_iter()
-        .filter(|d| match d.artifact_type.as_deref() {
-            Some(t) => t == artifact_type,
-            None => keep_untyped,
-        })
-        .collect()))
+    Ok(Read::Usable(
+        index
+            .manifests
+            .into_iter()
+            .filter(|d| match d.artifact_type.as_deref() {
+                Some(t) => t == artifact_type,
+                None => keep_untyped,
+            })
+            .collect(),
+    ))
 }
 
 /// A kind of signature stored as an OCI referrer: a manifest whose `subject`
@@ -324,7 +337,7 @@ const NOTATION_REFERRER: ReferrerKind = ReferrerKind {
 
 /// Fetches one referrer manifest of `kind` and its layer blob, checking that
 /// it is of that kind and that its subject is `digest`. Returns the layer's
-/// media type and bytes; the inner `Err` is a denial reason, the outer one an
+/// media type and bytes; `Unusable` carries a denial reason, `Err` an
 /// upstream failure.
 async fn referrer_blob(
     reg: &impl Registry,
@@ -332,45 +345,45 @@ async fn referrer_blob(
     d: &Descriptor,
     digest: &Digest,
     kind: &ReferrerKind,
-) -> Result<Result<(String, Vec<u8>), String>, UpstreamError> {
+) -> Result<Read<(String, Vec<u8>)>, UpstreamError> {
     let (what, blob) = (kind.manifest, kind.blob);
     let Ok(ref_digest) = d.digest.parse::<Digest>() else {
-        return Ok(Err(format!("referrer digest {:?} is invalid", d.digest)));
+        return Ok(Read::Unusable(format!("referrer digest {:?} is invalid", d.digest)));
     };
     let Some(m) = reg.optional_manifest(repo, &ManifestRef::Digest(ref_digest.clone()), media::OCI_MANIFEST).await?
     else {
-        return Ok(Err(format!("{what} {ref_digest} is missing")));
+        return Ok(Read::Unusable(format!("{what} {ref_digest} is missing")));
     };
     let parsed: ImageManifest = match serde_json::from_slice(&m.bytes) {
         Ok(p) => p,
-        Err(e) => return Ok(Err(format!("{what} {ref_digest} is malformed: {e}"))),
+        Err(e) => return Ok(Read::Unusable(format!("{what} {ref_digest} is malformed: {e}"))),
     };
     if !(kind.is_kind)(&parsed) {
-        return Ok(Err(format!("{what} {ref_digest} is not a {}", kind.kind_name)));
+        return Ok(Read::Unusable(format!("{what} {ref_digest} is not a {}", kind.kind_name)));
     }
     if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest.as_str()) {
-        return Ok(Err(format!("{what} {ref_digest} has another subject")));
+        return Ok(Read::Unusable(format!("{what} {ref_digest} has another subject")));
     }
     let [layer] = parsed.layers.as_slice() else {
-        return Ok(Err(format!("{what} {ref_digest} must have exactly one layer")));
+        return Ok(Read::Unusable(format!("{what} {ref_digest} must have exactly one layer")));
     };
     if !(kind.layer_ok)(&layer.media_type) {
-        return Ok(Err(format!(
+        return Ok(Read::Unusable(format!(
             "{what} {ref_digest} layer is {}, not a {}",
             crate::verify::keys::truncate(&layer.media_type, 100),
             kind.kind_name
         )));
     }
     let Ok(blob_digest) = layer.digest.parse::<Digest>() else {
-        return Ok(Err(format!("{blob} digest {:?} is invalid", layer.digest)));
+        return Ok(Read::Unusable(format!("{blob} digest {:?} is invalid", layer.digest)));
     };
     if layer.size > kind.max_blob_bytes as u64 {
-        return Ok(Err(format!("{blob} is {} bytes, more than {}", layer.size, kind.max_blob_bytes)));
+        return Ok(Read::Unusable(format!("{blob} is {} bytes, more than {}", layer.size, kind.max_blob_bytes)));
     }
     match reg.small_blob(repo, &blob_digest, kind.max_blob_bytes).await {
-        Ok(b) => Ok(Ok((layer.media_type.clone(), b.to_vec()))),
-        Err(UpstreamError::DigestMismatch { .. }) => Ok(Err((kind.mismatch)(&blob_digest))),
-        Err(UpstreamError::NotFound) => Ok(Err(format!("{blob} {blob_digest} is missing upstream"))),
+        Ok(b) => Ok(Read::Usable((layer.media_type.clone(), b.to_vec()))),
+        Err(UpstreamError::DigestMismatch { .. }) => Ok(Read::Unusable((kind.mismatch)(&blob_digest))),
+        Err(UpstreamError::NotFound) => Ok(Read::Unusable(format!("{blob} {blob_digest} is missing upstream"))),
         Err(e) => Err(e),
     }
 }
