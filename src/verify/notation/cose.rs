@@ -30,22 +30,8 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
     let alg =
         Alg::from_cose(alg).ok_or_else(|| format!("COSE alg {alg} is not allowed (PS256/384/512, ES256/384/512)"))?;
 
-    let mut env = Envelope {
-        alg,
-        content_type: None,
-        scheme_raw: None,
-        signing_time: None,
-        authentic_signing_time: None,
-        expiry: None,
-        crit: Vec::new(),
-        present: Vec::new(),
-        verification_plugin: None,
-        payload: msg.payload.clone().ok_or("the COSE payload is detached; notation always embeds it")?,
-        signed_bytes: msg.tbs_data(&[]),
-        signature: msg.signature.clone(),
-        chain: Vec::new(),
-        timestamp: None,
-    };
+    let payload = msg.payload.clone().ok_or("the COSE payload is detached; notation always embeds it")?;
+    let mut env = Envelope::new(alg, payload, msg.tbs_data(&[]), msg.signature.clone());
     env.present.push("1".into());
     for c in &prot.crit {
         env.crit.push(match c {

@@ -120,6 +120,27 @@ pub struct Validated {
 }
 
 impl Envelope {
+    /// An envelope with only what every format has; the format's parser fills
+    /// in the signed attributes it finds.
+    pub fn new(alg: Alg, payload: Vec<u8>, signed_bytes: Vec<u8>, signature: Vec<u8>) -> Envelope {
+        Envelope {
+            alg,
+            content_type: None,
+            scheme_raw: None,
+            signing_time: None,
+            authentic_signing_time: None,
+            expiry: None,
+            crit: Vec::new(),
+            present: Vec::new(),
+            verification_plugin: None,
+            payload,
+            signed_bytes,
+            signature,
+            chain: Vec::new(),
+            timestamp: None,
+        }
+    }
+
     /// The Notary Project rules for signed attributes (`signature-specification.md`,
     /// notation-core-go `validate`): content type, scheme, the time attribute
     /// that goes with the scheme, expiry after signing time, and `crit`.

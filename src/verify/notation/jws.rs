@@ -71,22 +71,9 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
         .map_err(|e| format!("the JWS protected header is not a JSON object: {e}"))?;
 
     let mut alg = None;
-    let mut env = Envelope {
-        alg: Alg::Ps256,
-        content_type: None,
-        scheme_raw: None,
-        signing_time: None,
-        authentic_signing_time: None,
-        expiry: None,
-        crit: Vec::new(),
-        present: Vec::new(),
-        verification_plugin: None,
-        payload,
-        signed_bytes: format!("{}.{}", raw.protected, raw.payload).into_bytes(),
-        signature,
-        chain: Vec::new(),
-        timestamp: None,
-    };
+    // The alg is set from the header below; PS256 is only a placeholder.
+    let signed_bytes = format!("{}.{}", raw.protected, raw.payload).into_bytes();
+    let mut env = Envelope::new(Alg::Ps256, payload, signed_bytes, signature);
     for (k, v) in header.0 {
         match k.as_str() {
             "alg" => {
