@@ -621,3 +621,15 @@ fn a_client_head_by_tag_is_a_head_upstream_and_never_a_get_of_the_tag() {
     // The bytes are needed once, to verify; later HEADs use the cached manifest.
     assert_eq!(on("GET", &digest_path), 1, "{requests:?}");
 }
+
+#[test]
+fn the_log_written_to_a_file_carries_no_terminal_colour_codes() {
+    let registry = Registry::start();
+    let m = Sigmirror::start(&mirror_config(&registry.url(), &audit_all()));
+    // A refusal, so the decision log has a line with fields.
+    let r = http("GET", &format!("{}/v2/x/manifests/v1?ns=evil.example", m.url()), &[]);
+    assert_eq!(r.status, 403);
+    let logs = m.wait_for_log("evil.example", Duration::from_secs(5));
+    assert!(logs.contains("decision=\"deny\""), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "escape codes in the log file:\n{logs}");
+}
