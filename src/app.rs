@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::mirror::Mirror;
 use crate::pins::guard::TagGuard;
-use crate::pins::PinStore;
+use crate::pins::{PinStore, PinsFile};
 
 pub struct App {
     mirror: Arc<Mirror>,
@@ -23,5 +23,41 @@ impl App {
     /// The mirror a request uses from start to end.
     pub fn mirror(&self) -> Arc<Mirror> {
         self.mirror.clone()
+    }
+
+    /// What `sigmirror serve` starts: the pin store opened, `pins_file`
+    /// applied, and the recorded tag moves loaded. Fails closed: without the
+    /// moves a moved tag would be served. The `Err` is the message to print.
+    pub async fn start(mirror: Mirror) -> Result<App, String> {
+        let cfg = &mirror.config;
+        let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref())
+            .await
+            .map_err(|e| format!("cannot open the pin store: {e}"))?;
+        tracing::info!("pin store: {}", store.describe());
+        if let Some(file) = &cfg.pins_file {
+            // Parsed once already by `load`, which reported any problem.
+            let parsed = PinsFile::from_json(&file.bytes).map_err(|e| format!("pins_file {}: {e}", file.name))?;
+            let r = store.import(&parsed).await.map_err(|e| format!("pins_file {}: {e}", file.name))?;
+            tracing::info!(
+                inserted = r.inserted,
+                unchanged = r.unchanged,
+                conflicts = r.conflicts.len(),
+                "pins_file {} applied",
+                file.name
+            );
+        }
+        let app = App::new(mirror, Some(store));
+        if let Some(tags) = &app.tags {
+            let n = tags
+                .load_moves()
+                .await
+                .map_err(|e| format!("cannot load recorded tag moves from the pin store: {e}"))?;
+            if n > 0 {
+                tracing::warn!(
+                    "{n} pinned tag(s) moved upstream before this start; they stay refused under on_tag_move = \"deny\""
+                );
+            }
+        }
+        Ok(app)
     }
 }

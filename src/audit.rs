@@ -27,11 +27,12 @@ pub fn refuse_outside_scope(registry: &str, repo: &str, what: &str) -> Error {
 
 /// Refuses a registry that is not a configured upstream (`ns=` names
 /// nothing we know). Nothing was contacted; the refusal is still a decision,
-/// logged and counted like every other.
-pub fn refuse_unknown_registry(message: String) -> Error {
-    METRICS.decisions.get_or_create(&DecisionLabels { decision: "deny", policy: "-".into() }).inc();
-    tracing::info!(target: "sigmirror::decision", decision = "deny", policy = "-", "{message}");
-    Error::UnknownRegistry(message)
+/// logged and counted like every other, with no policy. `what` is the
+/// subject of the message ("registry \"x\"", or "the request").
+pub fn refuse_unknown_registry(what: String, reason: &str) -> Error {
+    let verdict = Verdict::Deny { policy: None, reason: reason.to_string() };
+    log_decision(&verdict, &what, "-");
+    Error::UnknownRegistry(verdict.refusal_message(&what).unwrap_or_default())
 }
 
 /// One line per decision: the audit trail of what was served and refused.

@@ -145,6 +145,11 @@ impl VerifiedChildren {
 /// blob whose entry is gone is refused until its manifest is fetched again.
 pub struct AllowedBlobs {
     inner: moka::sync::Cache<VerdictKey, ()>,
+    /// Manifests whose blobs were recorded in the last few minutes, so a
+    /// manifest served on every request (a vouched platform manifest) is not
+    /// parsed again each time. Its entries live shorter than the blobs', so
+    /// a blob entry never outlives the chance to be recorded again.
+    recorded: moka::sync::Cache<VerdictKey, ()>,
 }
 
 /// About 30 MiB at the most, for the keys' strings.
@@ -157,16 +162,25 @@ impl Default for AllowedBlobs {
                 .max_capacity(MAX_ALLOWED_BLOBS)
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
+            recorded: moka::sync::Cache::builder()
+                .max_capacity(MAX_ALLOWED_BLOBS)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
         }
     }
 }
 
 impl AllowedBlobs {
-    /// Records the blobs of the manifest `allowed` names.
-    pub fn record(&self, allowed: &VerdictKey, blobs: Vec<Digest>) {
-        for blob in blobs {
+    /// Records the blobs of the manifest `allowed` names; `blobs` is only
+    /// called when they were not recorded in the last few minutes.
+    pub fn record(&self, allowed: &VerdictKey, blobs: impl FnOnce() -> Vec<Digest>) {
+        if self.recorded.contains_key(allowed) {
+            return;
+        }
+        for blob in blobs() {
             self.inner.insert(VerdictKey { digest: blob, ..allowed.clone() }, ());
         }
+        self.recorded.insert(allowed.clone(), ());
     }
 
     pub fn contains(&self, key: &VerdictKey) -> bool {
@@ -246,7 +260,7 @@ mod tests {
         let blobs = AllowedBlobs::default();
         let manifest = key(1);
         let layer = Digest::of(b"layer");
-        blobs.record(&manifest, vec![layer.clone()]);
+        blobs.record(&manifest, || vec![layer.clone()]);
         assert!(blobs.contains(&VerdictKey { digest: layer.clone(), ..manifest.clone() }));
         assert!(!blobs.contains(&VerdictKey { digest: Digest::of(b"other"), ..manifest.clone() }));
         assert!(!blobs.contains(&VerdictKey { digest: layer.clone(), repo: "y".into(), ..manifest.clone() }));

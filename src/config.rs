@@ -513,12 +513,15 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
     out
 }
 
-/// The url with anything before `@` in its authority replaced, so a problem
-/// report never repeats a password.
-fn redact_userinfo(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
-        _ => url.to_string(),
+/// A URL with its userinfo (`user:password@`) replaced by `…`, for
+/// anything printed: problem reports and logs. Only the authority is looked
+/// at, so an `@` in a path stays, and one inside a password does not leak.
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://…{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 

@@ -12,9 +12,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::cache::ManifestKey;
 use crate::mirror::Mirror;
-use crate::oci::{is_valid_tag, media, Digest, ManifestRef};
+use crate::oci::{is_valid_tag, media, Digest};
 use crate::upstream::{UpstreamClient, UpstreamError, MAX_MANIFEST_BYTES};
 
 /// Tags in one tag-list page. Registries page at 100 to 1,000; a page with
@@ -156,10 +155,7 @@ pub async fn referrers(
             Ok(digest) => digest,
             Err(reason) => return Ok((d, Err(reason))),
         };
-        let key = ManifestKey { registry: registry.into(), repo: repo.into(), digest: digest.clone() };
-        let reference = ManifestRef::Digest(digest.clone());
-        let fetched = mirror.manifests.get_or_fetch(key, up.manifest(repo, &reference, media::ALL_MANIFESTS)).await;
-        let verdict = match fetched {
+        let verdict = match mirror.manifest_by_digest(registry, up, repo, &digest).await {
             Ok(m) => match serde_json::from_slice::<WithSubject>(&m.bytes) {
                 Ok(WithSubject { subject: Some(s) }) if s.digest == subject.as_str() => Ok(()),
                 Ok(_) => Err(format!("referrer {digest} names another subject (or none)")),

@@ -122,26 +122,13 @@ async fn serve(config: PathBuf) -> ExitCode {
     let mut out = tokio::io::stdout();
     let _ = out.write_all(format!("sigmirror listening on {scheme}://{bound}\n").as_bytes()).await;
     let _ = out.flush().await;
-    let pins = match open_pins(&state).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let app = Arc::new(App::new(state, Some(pins)));
-    // Fail closed: without the recorded moves a moved tag would be served.
-    let loaded = match &app.tags {
-        Some(tags) => tags.load_moves().await,
-        None => Ok(0),
-    };
-    match loaded {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            "{n} pinned tag(s) moved upstream before this start; they stay refused under on_tag_move = \"deny\""
-        ),
+    let app = match App::start(state).await {
+        Ok(app) => Arc::new(app),
         Err(e) => {
-            eprintln!("cannot load recorded tag moves from the pin store: {e}");
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
-    }
+    };
     match sigmirror::run(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -202,7 +189,7 @@ async fn verify(config: PathBuf, image: ImageRef) -> ExitCode {
         Ok((manifest, verdict)) => {
             let name = match &manifest {
                 Some(m) => pull.image(m),
-                None => format!("{}/{}{}", image.registry, image.repo, reference_suffix(&image.reference)),
+                None => format!("{}/{}{}", image.registry, image.repo, image.reference.suffix()),
             };
             let out = serde_json::json!({
                 "image": name,
@@ -224,45 +211,6 @@ async fn verify(config: PathBuf, image: ImageRef) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// `:tag` or `@digest`, as an image name ends.
-fn reference_suffix(r: &sigmirror::oci::ManifestRef) -> String {
-    match r {
-        sigmirror::oci::ManifestRef::Tag(t) => format!(":{t}"),
-        sigmirror::oci::ManifestRef::Digest(d) => format!("@{d}"),
-    }
-}
-
-/// Opens the pin store and applies `pins_file`, if the config names one.
-async fn open_pins(state: &Mirror) -> Result<PinStore, ExitCode> {
-    let cfg = &state.config;
-    let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref()).await.map_err(|e| {
-        eprintln!("cannot open the pin store: {e}");
-        ExitCode::from(2)
-    })?;
-    tracing::info!("pin store: {}", store.describe());
-    if let Some(file) = &cfg.pins_file {
-        // Parsed once already by `load`, which reported any problem.
-        let result = match PinsFile::from_json(&file.bytes) {
-            Ok(parsed) => store.import(&parsed).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(r) => tracing::info!(
-                inserted = r.inserted,
-                unchanged = r.unchanged,
-                conflicts = r.conflicts.len(),
-                "pins_file {} applied",
-                file.name
-            ),
-            Err(e) => {
-                eprintln!("pins_file {}: {e}", file.name);
-                return Err(ExitCode::from(2));
-            }
-        }
-    }
-    Ok(store)
 }
 
 async fn pins(config: PathBuf, action: PinsAction) -> ExitCode {

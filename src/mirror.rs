@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Resource};
 use crate::metrics::{PolicyLabels, METRICS};
 use crate::oci::{media, Digest, ManifestRef};
-use crate::policy::{self, Policy, PolicySet, Subject, Verdict};
+use crate::policy::{Policy, PolicySet, Subject, Verdict};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
 
 /// One manifest request, as the server parsed it.
@@ -71,11 +71,11 @@ impl Mirror {
     /// contacted: sigmirror is not an open proxy.
     pub fn upstream(&self, ns: Option<&str>) -> Result<(String, Arc<UpstreamClient>), Error> {
         let Some(u) = self.config.upstream_for(ns) else {
-            let msg = match ns {
-                Some(ns) => format!("sigmirror refused registry {ns:?}: it is not a configured upstream"),
-                None => "sigmirror refused the request: no ns= parameter and no upstream is marked default".to_string(),
+            let (what, reason) = match ns {
+                Some(ns) => (format!("registry {ns:?}"), "it is not a configured upstream"),
+                None => ("the request".to_string(), "no ns= parameter and no upstream is marked default"),
             };
-            return Err(crate::audit::refuse_unknown_registry(msg));
+            return Err(crate::audit::refuse_unknown_registry(what, reason));
         };
         Ok((u.registry.clone(), self.upstreams[&u.registry].clone()))
     }
@@ -110,11 +110,20 @@ impl Mirror {
     /// A manifest by digest, through the manifest cache: one upstream fetch
     /// for all concurrent callers. The bytes of a digest do not depend on
     /// Accept, and the cache is shared by every client: ask for every type.
-    async fn by_digest(&self, pull: &Pull, d: &Digest) -> Result<Manifest, Error> {
-        let key = ManifestKey { registry: pull.registry.clone(), repo: pull.repo.clone(), digest: d.clone() };
+    pub async fn manifest_by_digest(
+        &self,
+        registry: &str,
+        up: &UpstreamClient,
+        repo: &str,
+        d: &Digest,
+    ) -> Result<Manifest, Arc<UpstreamError>> {
+        let key = ManifestKey { registry: registry.into(), repo: repo.into(), digest: d.clone() };
         let reference = ManifestRef::Digest(d.clone());
-        self.manifests
-            .get_or_fetch(key, pull.up.manifest(&pull.repo, &reference, media::ALL_MANIFESTS))
+        self.manifests.get_or_fetch(key, up.manifest(repo, &reference, media::ALL_MANIFESTS)).await
+    }
+
+    async fn by_digest(&self, pull: &Pull, d: &Digest) -> Result<Manifest, Error> {
+        self.manifest_by_digest(&pull.registry, &pull.up, &pull.repo, d)
             .await
             .map_err(|e| Error::upstream(Resource::Manifest, e))
     }
@@ -128,7 +137,7 @@ impl Mirror {
             policy_fingerprint: policy.fingerprint,
         };
         if let Some(parent) = self.children.parent_of(&key).await {
-            self.blobs.record(&key, m.blobs());
+            self.blobs.record(&key, || m.blobs());
             return Ok(Verdict::Allow {
                 policy: policy.name.clone(),
                 by: format!("listed by verified index {parent}"),
@@ -142,14 +151,14 @@ impl Mirror {
             // Only a real verification vouches for an index's children; an
             // audit-mode allow vouches for nothing.
             if v.vouches() {
-                self.children.record(&key, policy::index_children(m)).await;
+                self.children.record(&key, m.children()).await;
             }
             // An audit allow records blobs too, so audit mode logs a would-be
             // refusal only for blobs no manifest referenced. The policy
             // fingerprint (which covers the mode) keeps them from an
             // enforcing policy.
             if v.is_allow() {
-                self.blobs.record(&key, m.blobs());
+                self.blobs.record(&key, || m.blobs());
             }
             Ok::<_, UpstreamError>(v)
         };

@@ -130,6 +130,16 @@ pub enum ManifestRef {
     Digest(Digest),
 }
 
+impl ManifestRef {
+    /// How an image name ends with this reference: `:tag` or `@digest`.
+    pub fn suffix(&self) -> String {
+        match self {
+            ManifestRef::Tag(t) => format!(":{t}"),
+            ManifestRef::Digest(d) => format!("@{d}"),
+        }
+    }
+}
+
 impl fmt::Display for ManifestRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -47,11 +47,7 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
         Route::Base => Ok(response::api_base(head)),
         Route::Manifest { repo, reference } => {
             let (registry, up) = mirror.upstream(ns.as_deref())?;
-            let what = match &reference {
-                ManifestRef::Tag(t) => format!(":{t}"),
-                ManifestRef::Digest(d) => format!("@{d}"),
-            };
-            let policy = scope_guard(&mirror, &registry, &repo, &what)?;
+            let policy = scope_guard(&mirror, &registry, &repo, &reference.suffix())?;
             let pull = Pull { registry, up, repo, reference, accept: accept_header(req), head };
             serve_manifest(app, &mirror, policy, &pull).await
         }

@@ -36,7 +36,7 @@ use futures_util::{Stream, StreamExt};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::StatusCode;
 
-use crate::config;
+use crate::config::{self, redact_userinfo};
 use crate::oci::{media, Digest, ManifestRef};
 
 /// Manifests larger than this are refused: no real manifest comes close, and
@@ -124,7 +124,7 @@ impl UpstreamError {
         if let Some(refusal) = find_refusal(&e) {
             return match refusal {
                 Refusal::Address(why) => UpstreamError::RefusedAddress(match e.url() {
-                    Some(url) => format!("{why} (while fetching {})", redact(url.as_str())),
+                    Some(url) => format!("{why} (while fetching {})", redact_userinfo(url.as_str())),
                     None => why.clone(),
                 }),
                 Refusal::TooManyRedirects => UpstreamError::TooManyRedirects,
@@ -233,6 +233,18 @@ pub struct HeadInfo {
 }
 
 impl Manifest {
+    /// The child manifests of an image index (OCI index or Docker list), for
+    /// the multi-arch rule: a platform manifest listed by a verified index is
+    /// allowed without its own signature. Empty for anything else.
+    pub fn children(&self) -> Vec<Digest> {
+        if !crate::oci::media::is_index(&self.media_type) {
+            return Vec::new();
+        }
+        serde_json::from_slice::<crate::oci::ImageIndex>(&self.bytes)
+            .map(|i| i.manifests.into_iter().filter_map(|d| d.digest.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
     /// The blobs an image manifest references (config and layers); none for
     /// an index or anything that does not parse, whose blobs are reached only
     /// through child manifests.
@@ -357,13 +369,13 @@ impl UpstreamClient {
             .filter_map(|v| v.to_str().ok())
             .find_map(parse_bearer_challenge);
         let Some(challenge) = challenge else {
-            return Err(UpstreamError::Unauthorized(format!("{} for {}", resp.status(), redact(&url))));
+            return Err(UpstreamError::Unauthorized(format!("{} for {}", resp.status(), redact_userinfo(&url))));
         };
         drop(resp);
         let token = self.fetch_token(repo, &challenge).await?;
         let resp = build(Some(&token)).send().await.map_err(|e| UpstreamError::from_reqwest(e, limit))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(UpstreamError::Unauthorized(format!("token refused for {}", redact(&url))));
+            return Err(UpstreamError::Unauthorized(format!("token refused for {}", redact_userinfo(&url))));
         }
         Ok(resp)
     }
@@ -720,7 +732,10 @@ fn check_target(url: &reqwest::Url, rules: &AddressRules, upstream_is_https: boo
         "https" => {}
         "http" if !upstream_is_https => {}
         "http" => {
-            return Err(Refusal::Address(format!("{} is plain http and the upstream is https", redact(url.as_str()))))
+            return Err(Refusal::Address(format!(
+                "{} is plain http and the upstream is https",
+                redact_userinfo(url.as_str())
+            )))
         }
         other => return Err(Refusal::Address(format!("scheme {other:?} is not http(s)"))),
     }
@@ -960,14 +975,15 @@ async fn check_status(resp: reqwest::Response, kind: Kind) -> Result<reqwest::Re
         StatusCode::NOT_FOUND => Err(UpstreamError::NotFound),
         StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::TooManyRequests),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Err(UpstreamError::Unauthorized(format!("{status} from {}", redact(resp.url().as_str()))))
+            Err(UpstreamError::Unauthorized(format!("{status} from {}", redact_userinfo(resp.url().as_str()))))
         }
         s if s.is_redirection() && kind != Kind::Blob => Err(UpstreamError::redirected(kind)),
-        s if s.is_redirection() => {
-            Err(UpstreamError::Protocol(format!("{s} without a usable Location from {}", redact(resp.url().as_str()))))
-        }
+        s if s.is_redirection() => Err(UpstreamError::Protocol(format!(
+            "{s} without a usable Location from {}",
+            redact_userinfo(resp.url().as_str())
+        ))),
         _ => {
-            let url = redact(resp.url().as_str());
+            let url = redact_userinfo(resp.url().as_str());
             Err(UpstreamError::Status { status: status.as_u16(), url, body: error_excerpt(resp).await })
         }
     }
@@ -1025,18 +1041,6 @@ fn sniff_media_type(bytes: &[u8]) -> Option<String> {
     }
     serde_json::from_slice::<M>(bytes).ok()?.media_type
 }
-
-/// URLs in logs never carry credentials.
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_user, rest)) if scheme_user.contains("://") => {
-            let scheme = scheme_user.split("://").next().unwrap_or("");
-            format!("{scheme}://…@{rest}")
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,7 @@ impl Policy {
     /// Gathers the evidence this policy's authorities need through `reg`, then
     /// judges it. Bundles are fetched only when the `.sig` tag left an
     /// authority open, so an image signed the classic way costs no extra
-    /// upstream requests (at the price of judging the `.sig` layers twice on
-    /// a verdict-cache miss).
+    /// upstream requests.
     pub async fn evaluate(
         &self,
         reg: &impl Registry,
@@ -24,13 +23,15 @@ impl Policy {
         if !self.cosign.is_empty() {
             let sig_repo = self.signature_repo(subject);
             ev.signature_tag = Some(evidence::signature_tag(reg, sig_repo, digest).await?);
-            if evaluate::bundles_could_help(self, subject, &ev, now) {
-                ev.bundles = Some(evidence::bundles(reg, sig_repo, digest).await?);
-            }
+        }
+        // Judged once here and reused by the verdict below.
+        let tag = evaluate::after_signature_tag(self, subject, &ev, now);
+        if !self.cosign.is_empty() && tag.bundles_could_help() {
+            ev.bundles = Some(evidence::bundles(reg, self.signature_repo(subject), digest).await?);
         }
         if self.notation.is_some() {
             ev.notation = Some(evidence::notation(reg, subject.repo, digest).await?);
         }
-        Ok(evaluate::judge(self, subject, &ev, now))
+        Ok(evaluate::judge_after(self, subject, &ev, tag, now))
     }
 }

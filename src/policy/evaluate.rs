@@ -21,7 +21,20 @@ use super::{Policy, Subject};
 /// turns a denial into an allow that says what would have been refused, and
 /// that vouches for nothing.
 pub fn judge(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::OffsetDateTime) -> Verdict {
-    match (policy.mode, verify(policy, subject, ev, now)) {
+    let tag = after_signature_tag(policy, subject, ev, now);
+    judge_after(policy, subject, ev, tag, now)
+}
+
+/// [`judge`], reusing the `.sig` tag outcomes gathering already computed to
+/// decide whether to fetch bundles, so no layer is verified twice.
+pub fn judge_after(
+    policy: &Policy,
+    subject: &Subject<'_>,
+    ev: &Evidence,
+    tag: TagOutcomes,
+    now: time::OffsetDateTime,
+) -> Verdict {
+    match (policy.mode, verify(policy, subject, ev, tag, now)) {
         (Mode::Audit, Verdict::Deny { reason, .. }) => Verdict::Allow {
             policy: policy.name.clone(),
             by: format!("audit mode (would refuse: {reason})"),
@@ -32,7 +45,13 @@ pub fn judge(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::O
     }
 }
 
-fn verify(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::OffsetDateTime) -> Verdict {
+fn verify(
+    policy: &Policy,
+    subject: &Subject<'_>,
+    ev: &Evidence,
+    tag: TagOutcomes,
+    now: time::OffsetDateTime,
+) -> Verdict {
     if policy.authority_count() == 0 {
         return Verdict::Deny {
             policy: Some(policy.name.clone()),
@@ -41,7 +60,7 @@ fn verify(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::Offs
     }
     let mut results: Vec<AuthorityResult> = Vec::new();
     if !policy.cosign.is_empty() {
-        results.extend(cosign_results(policy, subject, ev, now));
+        results.extend(cosign_results(policy, subject, ev, tag.0, now));
     }
     if let Some(n) = &policy.notation {
         results.push(notation_result(policy, n, subject, ev, now));
@@ -49,13 +68,35 @@ fn verify(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::Offs
     combine(&policy.name, policy.require, results)
 }
 
-/// Whether looking up bundles could change the verdict: some cosign
-/// authority is unsatisfied by the `.sig` tag and not blocked by a signature
-/// naming another repository. Lets a signed image cost no extra requests.
-pub fn bundles_could_help(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::OffsetDateTime) -> bool {
+/// The cosign authorities' outcomes from the `.sig` tag alone: what tells
+/// gathering whether bundles are worth fetching, and what judging goes on from.
+pub struct TagOutcomes(CosignOutcomes);
+
+impl TagOutcomes {
+    /// Whether looking up bundles could change the verdict: some cosign
+    /// authority is unsatisfied by the `.sig` tag and not blocked by a
+    /// signature naming another repository. Lets a signed image cost no
+    /// extra requests.
+    pub fn bundles_could_help(&self) -> bool {
+        self.0.outcomes.iter().any(is_open)
+    }
+}
+
+/// Judges the `.sig` tag evidence of `ev` for every cosign authority.
+pub fn after_signature_tag(
+    policy: &Policy,
+    subject: &Subject<'_>,
+    ev: &Evidence,
+    now: time::OffsetDateTime,
+) -> TagOutcomes {
     let exp_ref = expected_reference(policy, subject);
     let exp = expectation(subject, exp_ref.as_deref(), now);
-    cosign_outcomes(policy, ev.signature_tag.as_ref(), None, &exp).outcomes.iter().any(is_open)
+    TagOutcomes(tag_outcomes(policy, ev.signature_tag.as_ref(), &exp))
+}
+
+/// [`TagOutcomes::bundles_could_help`] straight from evidence.
+pub fn bundles_could_help(policy: &Policy, subject: &Subject<'_>, ev: &Evidence, now: time::OffsetDateTime) -> bool {
+    after_signature_tag(policy, subject, ev, now).bundles_could_help()
 }
 
 fn expected_reference(policy: &Policy, s: &Subject<'_>) -> Option<String> {
@@ -105,18 +146,16 @@ struct CosignOutcomes {
     absent: Vec<String>,
 }
 
-/// Per-authority outcomes over both formats: the `.sig` tag first, then
-/// bundles for the authorities still open.
-fn cosign_outcomes(
+/// Per-authority outcomes of the `.sig` tag.
+fn tag_outcomes(
     policy: &Policy,
     signature_tag: Option<&Found<Vec<CosignEvidence>>>,
-    bundles: Option<&Found<Vec<CosignEvidence>>>,
     exp: &cosign::Expectation<'_>,
 ) -> CosignOutcomes {
     let mut absent = Vec::new();
     let mut found = false;
     // An empty `Present` (which gathering never makes) counts as nothing found.
-    let mut outcomes: Vec<Result<String, Unsatisfied>> = match signature_tag {
+    let outcomes: Vec<Result<String, Unsatisfied>> = match signature_tag {
         Some(Found::Present(layers)) if !layers.is_empty() => {
             found = true;
             policy.cosign.iter().map(|a| check_cosign_authority(policy, a, layers, exp)).collect()
@@ -128,10 +167,20 @@ fn cosign_outcomes(
             policy.cosign.iter().map(|_| Err(Unsatisfied::default())).collect()
         }
     };
+    CosignOutcomes { outcomes, found, absent }
+}
+
+/// Adds the bundles to `o`, for the authorities still open.
+fn add_bundles(
+    policy: &Policy,
+    o: &mut CosignOutcomes,
+    bundles: Option<&Found<Vec<CosignEvidence>>>,
+    exp: &cosign::Expectation<'_>,
+) {
     match bundles {
         Some(Found::Present(bundles)) if !bundles.is_empty() => {
-            found = true;
-            for (auth, outcome) in policy.cosign.iter().zip(outcomes.iter_mut()) {
+            o.found = true;
+            for (auth, outcome) in policy.cosign.iter().zip(o.outcomes.iter_mut()) {
                 if !is_open(outcome) {
                     continue;
                 }
@@ -146,10 +195,9 @@ fn cosign_outcomes(
                 }
             }
         }
-        Some(Found::Absent(note)) => absent.push(note.clone()),
+        Some(Found::Absent(note)) => o.absent.push(note.clone()),
         _ => {}
     }
-    CosignOutcomes { outcomes, found, absent }
 }
 
 /// Every cosign authority's result.
@@ -157,12 +205,13 @@ fn cosign_results(
     policy: &Policy,
     subject: &Subject<'_>,
     ev: &Evidence,
+    mut tag: CosignOutcomes,
     now: time::OffsetDateTime,
 ) -> Vec<AuthorityResult> {
     let exp_ref = expected_reference(policy, subject);
     let exp = expectation(subject, exp_ref.as_deref(), now);
-    let CosignOutcomes { outcomes, found, absent } =
-        cosign_outcomes(policy, ev.signature_tag.as_ref(), ev.bundles.as_ref(), &exp);
+    add_bundles(policy, &mut tag, ev.bundles.as_ref(), &exp);
+    let CosignOutcomes { outcomes, found, absent } = tag;
     if !found {
         let reason = format!("no cosign signature found ({})", absent.join("; "));
         return policy.cosign.iter().map(|a| Err(format!("{}: {reason}", a.describe()))).collect();

@@ -31,7 +31,6 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::{Checker, Mode, OnTagMove, PolicySection, RawPolicy, Require};
-use crate::oci::{media, Digest, ImageIndex};
 use crate::upstream::Manifest;
 use crate::verify::cosign::CosignAuthority;
 use crate::verify::notation::NotationVerifier;
@@ -254,17 +253,6 @@ impl Policy {
     pub(crate) fn signature_repo<'a>(&'a self, subject: &Subject<'a>) -> &'a str {
         self.signature_repository.as_deref().unwrap_or(subject.repo)
     }
-}
-
-/// Child manifests of an image index, for the multi-arch rule: a platform
-/// manifest listed by a verified index is allowed without its own signature.
-pub fn index_children(manifest: &Manifest) -> Vec<Digest> {
-    if manifest.media_type != media::OCI_INDEX && manifest.media_type != media::DOCKER_LIST {
-        return Vec::new();
-    }
-    serde_json::from_slice::<ImageIndex>(&manifest.bytes)
-        .map(|i| i.manifests.into_iter().filter_map(|d| d.digest.parse().ok()).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

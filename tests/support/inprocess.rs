@@ -9,7 +9,6 @@ use std::thread;
 use std::time::Duration;
 
 use sigmirror::app::App;
-use sigmirror::pins::{PinStore, PinsFile};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -127,21 +126,16 @@ fn serve(config: &Path, with_pins: bool, ready: mpsc::Sender<Result<String, Stri
             Ok(a) => a.to_string(),
             Err(e) => return drop(ready.send(Err(format!("no local address: {e}")))),
         };
-        let pins = if with_pins {
-            match open_pins(&mirror).await {
-                Ok(p) => Some(p),
+        // With pins, exactly what `serve` starts (`App::start`).
+        let app = if with_pins {
+            match App::start(mirror).await {
+                Ok(app) => app,
                 Err(e) => return drop(ready.send(Err(e))),
             }
         } else {
-            None
+            App::new(mirror, None)
         };
-        let app = Arc::new(App::new(mirror, pins));
-        // As `serve`: fail closed when the recorded moves cannot be loaded.
-        if let Some(tags) = &app.tags {
-            if let Err(e) = tags.load_moves().await {
-                return drop(ready.send(Err(format!("cannot load recorded tag moves from the pin store: {e}"))));
-            }
-        }
+        let app = Arc::new(app);
         let _ = ready.send(Ok(addr));
         let stop = async move {
             // A dropped sender stops the server too.
@@ -152,19 +146,6 @@ fn serve(config: &Path, with_pins: bool, ready: mpsc::Sender<Result<String, Stri
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
-}
-
-/// `PinStore::open` and the `pins_file` import, as `sigmirror serve` does.
-async fn open_pins(mirror: &sigmirror::mirror::Mirror) -> Result<PinStore, String> {
-    let cfg = &mirror.config;
-    let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref())
-        .await
-        .map_err(|e| format!("cannot open the pin store: {e}"))?;
-    if let Some(file) = &cfg.pins_file {
-        let parsed = PinsFile::from_json(&file.bytes).map_err(|e| format!("pins_file {}: {e}", file.name))?;
-        store.import(&parsed).await.map_err(|e| format!("pins_file {}: {e}", file.name))?;
-    }
-    Ok(store)
 }
 
 impl Drop for InProcess {
