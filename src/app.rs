@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::blobstore::BlobStore;
 use crate::mirror::Mirror;
 use crate::pins::guard::TagGuard;
 use crate::pins::{PinStore, PinsFile};
@@ -12,12 +13,16 @@ pub struct App {
     /// `None` when the process runs without a pin store (in-process tests
     /// that do not pin).
     pub tags: Option<TagGuard>,
+    /// The disk blob cache; `None` when `blob_max_bytes = 0` or in tests
+    /// that run without one. Outlives config reloads: its files are
+    /// verified content, whatever the policies say.
+    pub blobs: Option<Arc<BlobStore>>,
 }
 
 impl App {
     pub fn new(mirror: Mirror, pins: Option<PinStore>) -> App {
         let every = mirror.config.pin_revalidate;
-        App { tags: pins.map(|store| TagGuard::new(store, every)), mirror: Arc::new(mirror) }
+        App { tags: pins.map(|store| TagGuard::new(store, every)), mirror: Arc::new(mirror), blobs: None }
     }
 
     /// The mirror a request uses from start to end.
@@ -46,7 +51,17 @@ impl App {
                 file.name
             );
         }
-        let app = App::new(mirror, Some(store));
+        let blobs = match cfg.blob_max_bytes {
+            0 => None,
+            max => {
+                let dir = cfg.data_dir.join("blobs");
+                let store = BlobStore::open(&dir, max)
+                    .map_err(|e| format!("cannot open the blob cache {}: {e}", dir.display()))?;
+                Some(Arc::new(store))
+            }
+        };
+        let mut app = App::new(mirror, Some(store));
+        app.blobs = blobs;
         if let Some(tags) = &app.tags {
             let n = tags
                 .load_moves()

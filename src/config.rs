@@ -162,6 +162,10 @@ pub struct RawCache {
     /// Manifests kept in memory, by total bytes.
     #[serde(default = "default_manifest_cache_bytes")]
     pub manifest_cache_bytes: u64,
+    /// Blobs kept on disk under `data_dir/blobs`, by total bytes; 0 turns
+    /// the disk cache off (every blob streams from upstream).
+    #[serde(default = "default_blob_max_bytes")]
+    pub blob_max_bytes: u64,
 }
 
 impl Default for RawCache {
@@ -170,6 +174,7 @@ impl Default for RawCache {
             allow_ttl_secs: default_allow_ttl(),
             deny_ttl_secs: default_deny_ttl(),
             manifest_cache_bytes: default_manifest_cache_bytes(),
+            blob_max_bytes: default_blob_max_bytes(),
         }
     }
 }
@@ -182,6 +187,11 @@ fn default_deny_ttl() -> u64 {
 }
 fn default_manifest_cache_bytes() -> u64 {
     64 << 20
+}
+/// 20 GiB: a few releases of a typical fleet's images, and small beside the
+/// disks mirror nodes get. Set it to what the volume holds.
+fn default_blob_max_bytes() -> u64 {
+    20 << 30
 }
 
 /// One thing wrong with the config: where, what, and how to fix it.
@@ -311,6 +321,8 @@ pub struct Config {
     pub allow_ttl: Duration,
     pub deny_ttl: Duration,
     pub manifest_cache_bytes: u64,
+    /// `[cache] blob_max_bytes`; 0 means no disk blob cache.
+    pub blob_max_bytes: u64,
     /// `pin_revalidate_secs`.
     pub pin_revalidate: Duration,
     /// A `postgres://` URL (scheme checked), or `None` for the embedded store.
@@ -395,6 +407,7 @@ impl Config {
             allow_ttl: Duration::from_secs(raw.cache.allow_ttl_secs),
             deny_ttl: Duration::from_secs(raw.cache.deny_ttl_secs),
             manifest_cache_bytes: raw.cache.manifest_cache_bytes,
+            blob_max_bytes: raw.cache.blob_max_bytes,
             pin_revalidate: Duration::from_secs(raw.pin_revalidate_secs),
             pin_store: validate_pin_store(raw.pin_store.as_deref(), &mut c),
             pins_file: raw.pins_file.as_ref().and_then(|f| c.read("pins_file", f)),

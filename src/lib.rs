@@ -32,6 +32,7 @@
 pub mod app;
 pub mod audit;
 pub mod blob;
+pub mod blobstore;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -42,6 +42,11 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     pub tag_moves: Family<PolicyLabels, Counter>,
     pub blob_digest_mismatches: Counter,
+    /// The disk blob cache: writes that failed (disk full, unwritable), files
+    /// found corrupt before serving, and files evicted for the size bound.
+    pub blob_cache_write_errors: Counter,
+    pub blob_cache_corrupt: Counter,
+    pub blob_cache_evictions: Counter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -60,7 +65,31 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Blob responses aborted because upstream bytes did not match the digest",
         blob_digest_mismatches.clone(),
     );
-    Metrics { registry, decisions, verifications, upstream_requests, tag_moves, blob_digest_mismatches }
+    let blob_cache_write_errors = Counter::default();
+    registry.register(
+        "blob_cache_write_errors",
+        "Blobs streamed without caching because the cache could not be written",
+        blob_cache_write_errors.clone(),
+    );
+    let blob_cache_corrupt = Counter::default();
+    registry.register(
+        "blob_cache_corrupt",
+        "Cached blob files that no longer matched their digest and were deleted",
+        blob_cache_corrupt.clone(),
+    );
+    let blob_cache_evictions = Counter::default();
+    registry.register("blob_cache_evictions", "Cached blobs evicted to stay under blob_max_bytes", blob_cache_evictions.clone());
+    Metrics {
+        registry,
+        decisions,
+        verifications,
+        upstream_requests,
+        tag_moves,
+        blob_digest_mismatches,
+        blob_cache_write_errors,
+        blob_cache_corrupt,
+        blob_cache_evictions,
+    }
 });
 
 impl Metrics {

@@ -55,7 +55,8 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
             let (registry, up) = mirror.upstream(ns.as_deref())?;
             let policy = scope_guard(&mirror, &registry, &repo, &format!("@{digest}"))?;
             blob_guard(&mirror, policy, &registry, &repo, &digest)?;
-            blob::serve(&up, &repo, &digest, head).await
+            let req = blob::BlobRequest { up: &up, repo: &repo, digest: &digest, head, headers: req.headers() };
+            blob::serve(app.blobs.as_ref(), req).await
         }
         Route::TagsList { repo } => {
             let (registry, up) = mirror.upstream(ns.as_deref())?;

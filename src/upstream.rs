@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
 use http::StatusCode;
 
 use crate::config::{self, redact_userinfo};
@@ -260,6 +260,8 @@ impl Manifest {
 /// A blob response whose body is still streaming.
 pub struct BlobStream {
     pub content_length: Option<u64>,
+    /// The blob offset of the body's first byte (non-zero only for a `206`).
+    pub offset: u64,
     pub body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>,
 }
 
@@ -338,12 +340,30 @@ impl UpstreamClient {
         accept: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, UpstreamError> {
+        self.send_with(kind, repo, method, path, accept, timeout, None).await
+    }
+
+    /// [`Self::send`] with an optional `Range` header value.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_with(
+        &self,
+        kind: Kind,
+        repo: &str,
+        method: reqwest::Method,
+        path: &str,
+        accept: Option<&str>,
+        timeout: Option<Duration>,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let url = self.url(path);
         let client = if kind == Kind::Blob { &self.blob_http } else { &self.http };
         let build = |token: Option<&str>| {
             let mut rb = client.request(method.clone(), &url);
             if let Some(a) = accept {
                 rb = rb.header(ACCEPT, a);
+            }
+            if let Some(r) = range {
+                rb = rb.header(RANGE, r);
             }
             if let Some(t) = timeout {
                 rb = rb.timeout(t);
@@ -515,14 +535,40 @@ impl UpstreamClient {
     /// No whole-request timeout: layers can take minutes. The read timeout
     /// still catches a stalled upstream.
     pub async fn blob(&self, repo: &str, digest: &Digest, head: bool) -> Result<BlobStream, UpstreamError> {
-        self.count(Kind::Blob);
         let method = if head { reqwest::Method::HEAD } else { reqwest::Method::GET };
-        let resp = self.send(Kind::Blob, repo, method, &format!("{repo}/blobs/{digest}"), None, None).await?;
+        self.blob_request(repo, digest, method, None).await
+    }
+
+    /// `GET` of a blob from byte `offset` on, for a reader whose shared
+    /// download could not be cached. `BlobStream::offset` says where the body
+    /// really starts: a registry that ignores `Range` answers `200` from 0.
+    pub async fn blob_from(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobStream, UpstreamError> {
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        self.blob_request(repo, digest, reqwest::Method::GET, range).await
+    }
+
+    async fn blob_request(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        method: reqwest::Method,
+        range: Option<String>,
+    ) -> Result<BlobStream, UpstreamError> {
+        self.count(Kind::Blob);
+        let path = format!("{repo}/blobs/{digest}");
+        let resp = self.send_with(Kind::Blob, repo, method, &path, None, None, range.as_deref()).await?;
         let resp = check_status(resp, Kind::Blob).await?;
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let offset = if partial {
+            let start = header(&resp, CONTENT_RANGE.as_str()).and_then(|v| content_range_start(&v));
+            start.ok_or_else(|| UpstreamError::Protocol("206 without a usable Content-Range".into()))?
+        } else {
+            0
+        };
         let content_length = header(&resp, CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
         let timeout = self.cfg.request_timeout;
         let body = resp.bytes_stream().map(move |r| r.map_err(|e| UpstreamError::from_reqwest(e, timeout)));
-        Ok(BlobStream { content_length, body: Box::pin(body) })
+        Ok(BlobStream { content_length, offset, body: Box::pin(body) })
     }
 
     /// `GET /v2/<repo>/tags/list`, passed through (bounded).
@@ -987,6 +1033,11 @@ async fn check_status(resp: reqwest::Response, kind: Kind) -> Result<reqwest::Re
             Err(UpstreamError::Status { status: status.as_u16(), url, body: error_excerpt(resp).await })
         }
     }
+}
+
+/// The first byte position of a `Content-Range: bytes <first>-<last>/<len>`.
+fn content_range_start(v: &str) -> Option<u64> {
+    v.trim().strip_prefix("bytes ")?.split_once('-')?.0.trim().parse().ok()
 }
 
 /// The start of an error body, for the log: at most `ERROR_EXCERPT_BYTES`,
