@@ -82,13 +82,12 @@ fn from_cache(cached: Cached, req: &BlobRequest<'_>) -> Result<Response<Body>, E
     };
     let mut b = ok_response(req.digest, Some(end - start)).header(header::ACCEPT_RANGES, "bytes");
     if range.is_some() {
-        b = b.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
+        b = b
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
     }
-    let body = if req.head {
-        full(Bytes::new())
-    } else {
-        stream_body(file_range(cached.file, start, end, cached.guard))
-    };
+    let body =
+        if req.head { full(Bytes::new()) } else { stream_body(file_range(cached.file, start, end, cached.guard)) };
     Ok(b.body(body).expect("valid headers"))
 }
 

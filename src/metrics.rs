@@ -78,7 +78,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         blob_cache_corrupt.clone(),
     );
     let blob_cache_evictions = Counter::default();
-    registry.register("blob_cache_evictions", "Cached blobs evicted to stay under blob_max_bytes", blob_cache_evictions.clone());
+    registry.register(
+        "blob_cache_evictions",
+        "Cached blobs evicted to stay under blob_max_bytes",
+        blob_cache_evictions.clone(),
+    );
     Metrics {
         registry,
         decisions,

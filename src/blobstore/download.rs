@@ -224,20 +224,15 @@ impl Download {
     /// Waits for the end: `true` when the blob is now in the cache.
     pub async fn finished(&self) -> bool {
         let mut rx = self.progress.subscribe();
-        let end = rx.wait_for(|p| matches!(p, Progress::Done { .. } | Progress::Uncacheable { .. } | Progress::Failed(_))).await;
+        let end = rx
+            .wait_for(|p| matches!(p, Progress::Done { .. } | Progress::Uncacheable { .. } | Progress::Failed(_)))
+            .await;
         matches!(end.as_deref(), Ok(Progress::Done { .. }))
     }
 
     /// The body of one client's response, from byte 0.
     pub fn reader(self: &Arc<Self>, up: Arc<UpstreamClient>, repo: String) -> Reader {
-        Reader {
-            download: self.clone(),
-            rx: self.progress.subscribe(),
-            up,
-            repo,
-            pos: 0,
-            hasher: Sha256::new(),
-        }
+        Reader { download: self.clone(), rx: self.progress.subscribe(), up, repo, pos: 0, hasher: Sha256::new() }
     }
 }
 
@@ -256,7 +251,9 @@ enum Step {
     Wait,
     End,
     /// Continue from upstream at `pos` (the cache gave up).
-    Upstream { len: Option<u64> },
+    Upstream {
+        len: Option<u64>,
+    },
     Fail(BoxError),
 }
 

@@ -231,7 +231,6 @@ impl BlobStore {
         let _ = std::fs::remove_file(self.path(digest));
     }
 
-
     /// A fresh temp path for a download of `digest`.
     fn temp_path(&self, digest: &Digest) -> PathBuf {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);

@@ -57,6 +57,17 @@ pub fn tar_one_file(name: &str, contents: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An OCI image manifest with one config and one uncompressed tar layer.
+fn one_layer_manifest(config_digest: &str, config: &[u8], layer_digest: &str, layer: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
+        "layers": [{ "mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": layer.len() }]
+    }))
+    .unwrap()
+}
+
 /// A tiny real image: one uncompressed tar layer holding `hello-<seed>.txt`.
 pub fn build_image(seed: &str, arch: &str) -> Pushed {
     let file_name = format!("hello-{seed}.txt");
@@ -72,13 +83,7 @@ pub fn build_image(seed: &str, arch: &str) -> Pushed {
     }))
     .unwrap();
     let config_digest = sha256_digest(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
-        "layers": [{ "mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": layer.len() }]
-    }))
-    .unwrap();
+    let manifest = one_layer_manifest(&config_digest, &config, &layer_digest, &layer);
     Pushed {
         digest: sha256_digest(&manifest),
         size: manifest.len() as u64,
@@ -197,4 +202,34 @@ pub fn push_index(host: &str, repo: &str, tag: &str, children: &[Pushed]) -> Pus
 pub fn push_multiarch(host: &str, repo: &str, tag: &str, seed: &str) -> Pushed {
     let children = vec![build_image(&format!("{seed}-amd64"), "amd64"), build_image(&format!("{seed}-arm64"), "arm64")];
     push_index(host, repo, tag, &children)
+}
+
+/// A real image whose one layer is a tar holding `bytes` pseudo-random bytes
+/// (deterministic per seed), for tests where blob size matters.
+pub fn build_big_image(seed: &str, bytes: usize) -> Pushed {
+    let mut state = sha256_digest(seed.as_bytes()).into_bytes();
+    let mut contents = Vec::with_capacity(bytes + 64);
+    while contents.len() < bytes {
+        state = sha256_digest(&state).into_bytes();
+        contents.extend_from_slice(&state[7..]);
+    }
+    contents.truncate(bytes);
+    let mut image = build_image(seed, "amd64");
+    let file_name = image.file.0.clone();
+    let layer = tar_one_file(&file_name, &contents);
+    let layer_digest = sha256_digest(&layer);
+    let mut config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+    config["rootfs"]["diff_ids"] = serde_json::json!([layer_digest]);
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = sha256_digest(&config);
+    let manifest = one_layer_manifest(&config_digest, &config, &layer_digest, &layer);
+    image.digest = sha256_digest(&manifest);
+    image.size = manifest.len() as u64;
+    image.manifest = manifest;
+    image.layer_digests = vec![layer_digest];
+    image.layers = vec![layer];
+    image.config_digest = config_digest;
+    image.config = config;
+    image.file = (file_name, contents);
+    image
 }

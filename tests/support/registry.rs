@@ -30,7 +30,7 @@ impl Registry {
             let storage = dir.path().join("storage");
             fs::create_dir_all(&storage).unwrap();
             let config = format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    \
                  rootdirectory: {}\n  delete:\n    enabled: true\n  redirect:\n    disable: true\nhttp:\n  addr: {host}\n",
                 storage.display()
             );
@@ -75,6 +75,19 @@ impl Registry {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.host)
+    }
+
+    /// How many requests upstream received for `method` and `path` (the
+    /// query ignored), counted from the registry's own access log: what
+    /// reached the registry, not what sigmirror thinks it sent.
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        let needle = format!("\"{method} {path}");
+        self.logs()
+            .lines()
+            .filter(|l| {
+                l.find(&needle).is_some_and(|i| matches!(l.as_bytes().get(i + needle.len()), Some(b' ' | b'?')))
+            })
+            .count()
     }
 
     pub fn logs(&self) -> String {
