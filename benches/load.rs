@@ -2,36 +2,33 @@
 //! instead, on the same machine, in one run.
 //!
 //! Run: `cargo bench --bench load` (needs docker-registry and nginx; the test
-//! command installs both). Optional: `LOAD_SECS=10 LOAD_CONCURRENCY=32`.
+//! command installs both). Optional: `LOAD_SECS=10 LOAD_CONCURRENCY=32
+//! LOAD_HUGE_MIB=1024`.
 //!
-//! Peers, all on loopback, all serving the same image:
-//! - **nginx**: the same manifest and blob bytes as static files. The floor:
-//!   no verification, no proxying.
+//! Peers, all on loopback, all serving the same bytes:
+//! - **nginx**: the same manifest and blob bytes as static files (sendfile).
+//!   The floor: no verification, no proxying.
 //! - **distribution pull-through cache**: `docker-registry` with a `proxy:`
 //!   section in front of the origin registry, warmed first.
 //! - **sigmirror**: in front of the same origin, with an enforcing policy
-//!   that requires a cosign signature by a key; the image is signed, so the
-//!   steady state is the cached-verdict path.
+//!   that requires a cosign signature by a key (made by Sigstore's crate);
+//!   the images are signed, so the steady state is the cached-verdict path
+//!   and blobs come from its disk cache.
 //!
-//! Workloads: GET manifest by digest (what containerd does after resolving),
-//! HEAD of an immutable tag (pinned: no upstream round trip in sigmirror),
-//! HEAD of a mutable tag (every peer but nginx asks upstream), and GET of a
-//! 1 MiB blob (sigmirror streams it from upstream, hashing; it has no blob
-//! cache yet).
-//! Ratios are printed against nginx from one run, because these 2-core
-//! machines are noisy; the load generator shares the cores with the servers.
+//! Tables, all from one run, ratios against nginx (or against a pull
+//! straight from the origin for cold pulls), because these 2-core machines
+//! are noisy and the load generator shares the cores with the servers:
+//! 1. manifests: by digest, HEAD of a pinned tag, HEAD of a mutable tag
+//!    (req/s, p50/p99);
+//! 2. a cached 50 MB blob with 4 and 32 connections (MB/s);
+//! 3. a cold pull of a signed 4-layer image: time, and requests the origin
+//!    received (counted in its own access log);
+//! 4. a herd of 100 concurrent cold pulls of one image: origin requests per
+//!    object;
+//! 5. sigmirror's peak RSS with 256 connections, and while 8 clients stream
+//!    a `LOAD_HUGE_MIB` (default 1024) blob, cold and then cached.
 //!
-//! Last measured (2-core VM, 16 connections, 5 s per cell, 2026-12-02;
-//! req/s, ratio against nginx in brackets). Since the previous run a client
-//! HEAD by tag is a HEAD upstream, and blobs are served only once a manifest
-//! that references them was allowed (the 1 MiB blob is a signed image's layer):
-//!
-//! | workload                    | nginx  | distribution proxy | sigmirror      |
-//! |-----------------------------|--------|--------------------|----------------|
-//! | GET manifest by digest      | 17855  | 530 (0.03)         | 22052 (1.24)   |
-//! | HEAD immutable tag (pinned) | 20877  | 177 (0.01)         | 22667 (1.09)   |
-//! | HEAD mutable tag            | 22114  | 180 (0.01)         | 752 (0.03)     |
-//! | GET 1 MiB blob              | 2574   | 273 (0.11)         | 245 (0.10)     |
+//! The figures of the last run are in README.md ("Performance").
 
 #[path = "../tests/support/signing.rs"]
 mod signing;
@@ -64,30 +61,32 @@ struct Cell {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let conc: usize = std::env::var("LOAD_CONCURRENCY").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
+    let secs: u64 = env_or("LOAD_SECS", 5);
+    let conc: usize = env_or("LOAD_CONCURRENCY", 16);
+    let huge_mib: usize = env_or("LOAD_HUGE_MIB", 1024);
 
-    // The origin and the image every peer serves.
+    // The origin and what every peer serves. Each cold workload gets images
+    // of its own per peer, so "cold" really is cold.
     let origin = Registry::start();
+    let key = signing::CosignKey::generate();
+    let sign =
+        |image: &Pushed| signing::sign_and_push(&origin.host, REPO, &image.digest, &key, "registry.test/bench/app");
     let image = push_image(&origin.host, REPO, "v1", "bench");
     push_raw_manifest(&origin.host, REPO, "latest", &image.media_type, &image.manifest);
-    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let big_digest = push_blob(&origin.host, REPO, &big);
-    // sigmirror serves a blob only once a manifest it allowed references it:
-    // the 1 MiB blob is the layer of a second signed image.
-    let big_manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": image.config_digest, "size": image.config.len() },
-        "layers": [{ "mediaType": OCI_LAYER_TAR, "digest": big_digest, "size": big.len() }]
-    }))
-    .unwrap();
-    let big_image = push_raw_manifest(&origin.host, REPO, "big", OCI_MANIFEST, &big_manifest);
+    sign(&image);
+    let big = build_big_image("bench-50mb", 50 << 20);
+    push_built(&origin.host, REPO, Some("big"), &big);
+    sign(&big);
+    let cold: Vec<(&str, Pushed)> = ["origin", "proxy", "sigmirror", "herd-proxy", "herd-sigmirror"]
+        .into_iter()
+        .map(|who| {
+            let img = build_layered_image(&format!("bench-cold-{who}"), 4, 2 << 20);
+            push_built(&origin.host, REPO, Some(&format!("cold-{who}")), &img);
+            sign(&img);
+            (who, img)
+        })
+        .collect();
 
-    // sigmirror with a real cosign signature made by Sigstore's crate.
-    let key = signing::CosignKey::generate();
-    signing::sign_and_push(&origin.host, REPO, &image.digest, &key, "registry.test/bench/app");
-    signing::sign_and_push(&origin.host, REPO, &big_image, &key, "registry.test/bench/app");
     let dir = tempfile::TempDir::new().unwrap();
     fs::write(dir.path().join("release.pub"), key.public_pem()).unwrap();
     let config = mirror_config(
@@ -96,38 +95,39 @@ fn main() {
          immutable_tags = [\"v*\"]\n",
     );
     let mirror = Sigmirror::start_in(dir, &config);
-    let allowed = http("GET", &format!("{}/v2/{REPO}/manifests/{big_image}?ns=registry.test", mirror.url()), &[]);
-    assert_eq!(allowed.status, 200, "the blob's manifest: {}", allowed.text());
-
     let proxy = start_distribution_proxy(&origin.url());
-    let nginx = start_nginx(&image, &big_digest, &big);
-
+    let nginx = start_nginx(&image, &big);
     let peers = [
         Peer { name: "nginx (static files)", base: format!("http://{}", nginx.addr), query: "" },
         Peer { name: "distribution proxy", base: format!("http://{}", proxy.addr), query: "" },
         Peer { name: "sigmirror", base: mirror.url(), query: "?ns=registry.test" },
     ];
-    let workloads: [(&str, &str, String); 4] = [
-        ("GET manifest by digest", "GET", format!("/v2/{REPO}/manifests/{}", image.digest)),
-        ("HEAD immutable tag (pinned in sigmirror)", "HEAD", format!("/v2/{REPO}/manifests/v1")),
-        ("HEAD mutable tag (resolved upstream)", "HEAD", format!("/v2/{REPO}/manifests/latest")),
-        ("GET 1 MiB blob", "GET", format!("/v2/{REPO}/blobs/{big_digest}")),
-    ];
+    for p in &peers[1..] {
+        // The blob's manifest first: sigmirror serves a blob only once a
+        // manifest it allowed references it.
+        pull(&p.base, p.query, "big").unwrap();
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("load: {conc} connections, {secs} s per cell, one run, ratios against nginx\n");
-    for (label, method, path) in &workloads {
-        println!("{label}");
+    println!("load: {conc} connections, {secs} s per cell, one run, ratios against nginx");
+    println!("sigmirror RSS after start: {} MiB\n", rss_kib(mirror.pid()) / 1024);
+    println!("1. manifests");
+    let manifests: [(&str, &str, String); 3] = [
+        ("GET manifest by digest", "GET", format!("/v2/{REPO}/manifests/{}", image.digest)),
+        ("HEAD immutable tag (pinned in sigmirror)", "HEAD", format!("/v2/{REPO}/manifests/v1")),
+        ("HEAD mutable tag", "HEAD", format!("/v2/{REPO}/manifests/latest")),
+    ];
+    for (label, method, path) in &manifests {
+        println!("  {label}");
         let mut floor = None;
         for p in &peers {
             let url = format!("{}{path}{}", p.base, p.query);
-            // Warm caches (distribution pulls from origin on first access).
             let warm = http(method, &url, &[("Accept", MANIFEST_ACCEPT)]);
             assert_eq!(warm.status, 200, "{} {label}: {}", p.name, warm.text());
             let cell = rt.block_on(load(method, &url, conc, Duration::from_secs(secs)));
             let base = *floor.get_or_insert(cell.rps);
             println!(
-                "  {:<24} {:>9.0} req/s  p50 {:>6} µs  p99 {:>7} µs  errors {:>3}  ratio {:.2}",
+                "    {:<22} {:>9.0} req/s  p50 {:>6} µs  p99 {:>7} µs  errors {:>3}  ratio {:.2}",
                 p.name,
                 cell.rps,
                 cell.p50_us,
@@ -136,8 +136,185 @@ fn main() {
                 cell.rps / base
             );
         }
-        println!();
     }
+
+    println!("\n2. cached 50 MB blob");
+    let blob_path = format!("/v2/{REPO}/blobs/{}", big.layer_digests[0]);
+    let mb = big.layers[0].len() as f64 / 1e6;
+    for c in [4, 32] {
+        println!("  {c} connections");
+        let mut floor = None;
+        for p in &peers {
+            let url = format!("{}{blob_path}{}", p.base, p.query);
+            assert_eq!(http("GET", &url, &[]).body.len(), big.layers[0].len(), "{} warm", p.name);
+            let cell = rt.block_on(load("GET", &url, c, Duration::from_secs(secs)));
+            let base = *floor.get_or_insert(cell.rps);
+            println!(
+                "    {:<22} {:>7.0} MB/s  p50 {:>6} ms  p99 {:>6} ms  errors {:>3}  ratio {:.2}",
+                p.name,
+                cell.rps * mb,
+                cell.p50_us / 1000,
+                cell.p99_us / 1000,
+                cell.errors,
+                cell.rps / base
+            );
+        }
+    }
+
+    println!("\n3. cold pull of a signed 4-layer image (4 x 2 MiB), one client");
+    let origin_peer = Peer { name: "straight from origin", base: origin.url(), query: "" };
+    let mut direct = None;
+    for (p, who) in [(&origin_peer, "origin"), (&peers[1], "proxy"), (&peers[2], "sigmirror")] {
+        let before = origin_requests(&origin);
+        let t = Instant::now();
+        pull(&p.base, p.query, &format!("cold-{who}")).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let took = t.elapsed().as_secs_f64() * 1e3;
+        let base = *direct.get_or_insert(took);
+        println!(
+            "    {:<22} {:>7.1} ms  origin requests {:>3}  time ratio {:.2}",
+            p.name,
+            took,
+            origin_requests(&origin) - before,
+            took / base
+        );
+    }
+
+    println!("\n4. herd: 100 concurrent cold pulls of one image (4 layers + config)");
+    for (p, who) in [(&peers[1], "herd-proxy"), (&peers[2], "herd-sigmirror")] {
+        let img = &cold.iter().find(|(w, _)| *w == who).unwrap().1;
+        let before: Vec<usize> = objects(img).iter().map(|path| origin.requests("GET", path)).collect();
+        let t = Instant::now();
+        let herd: Vec<_> = (0..100)
+            .map(|_| {
+                let (base, query, tag) = (p.base.clone(), p.query, format!("cold-{who}"));
+                std::thread::spawn(move || pull(&base, query, &tag))
+            })
+            .collect();
+        let failed = herd.into_iter().map(|h| h.join()).filter(|r| !matches!(r, Ok(Ok(())))).count();
+        let per_object: Vec<usize> =
+            objects(img).iter().zip(before).map(|(path, b)| origin.requests("GET", path) - b).collect();
+        println!(
+            "    {:<22} {:>7.0} ms  failed pulls {failed:>3}  origin GETs per object {per_object:?} (max {})",
+            p.name,
+            t.elapsed().as_secs_f64() * 1e3,
+            per_object.iter().max().unwrap_or(&0)
+        );
+    }
+
+    println!("\n5. sigmirror peak RSS (sampled every 50 ms from /proc)");
+    let rss_during = |what: &str, work: &dyn Fn()| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let pid = mirror.pid();
+        let sampler = {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let at_start = rss_kib(pid);
+        work();
+        stop.store(true, Ordering::Relaxed);
+        sampler.join().unwrap();
+        println!(
+            "    {what:<48} start {:>6} MiB  peak {:>6} MiB",
+            at_start / 1024,
+            peak.load(Ordering::Relaxed) / 1024
+        );
+    };
+    let digest_url = format!("{}/v2/{REPO}/manifests/{}?ns=registry.test", mirror.url(), image.digest);
+    rss_during("256 connections, GET manifest by digest", &|| {
+        let cell = rt.block_on(load("GET", &digest_url, 256, Duration::from_secs(secs)));
+        assert!(cell.rps > 0.0);
+    });
+    let huge = build_big_image("bench-huge", huge_mib << 20);
+    push_built(&origin.host, REPO, Some("huge"), &huge);
+    sign(&huge);
+    pull_manifest_only(&mirror.url(), "?ns=registry.test", "huge").unwrap();
+    let huge_url = format!("{}/v2/{REPO}/blobs/{}?ns=registry.test", mirror.url(), huge.layer_digests[0]);
+    let huge_len = huge.layers[0].len() as u64;
+    drop(huge);
+    for phase in ["cold", "cached"] {
+        rss_during(&format!("8 clients streaming a {huge_mib} MiB blob, {phase}"), &|| {
+            let got = rt.block_on(stream_clients(&huge_url, 8));
+            assert!(got.iter().all(|n| *n == huge_len), "incomplete: {got:?}");
+        });
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every request the origin has logged so far.
+fn origin_requests(origin: &Registry) -> usize {
+    origin.logs().lines().filter(|l| l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/")).count()
+}
+
+/// The blob paths of an image: its config and its layers.
+fn objects(image: &Pushed) -> Vec<String> {
+    std::iter::once(&image.config_digest).chain(&image.layer_digests).map(|d| format!("/v2/{REPO}/blobs/{d}")).collect()
+}
+
+/// What a pull does: the manifest by tag, then every blob it names.
+fn pull(base: &str, query: &str, tag: &str) -> Result<(), String> {
+    let manifest = pull_manifest_only(base, query, tag)?;
+    let m: serde_json::Value = serde_json::from_slice(&manifest).map_err(|e| e.to_string())?;
+    let layers = m["layers"].as_array().cloned().unwrap_or_default();
+    for d in std::iter::once(&m["config"]).chain(layers.iter()) {
+        let digest = d["digest"].as_str().ok_or("no digest")?;
+        let r = try_http("GET", &format!("{base}/v2/{REPO}/blobs/{digest}{query}"), &[])?;
+        if r.status != 200 || r.body.len() as u64 != d["size"].as_u64().unwrap_or(0) || !r.complete {
+            return Err(format!("blob {digest}: {} with {} bytes", r.status, r.body.len()));
+        }
+    }
+    Ok(())
+}
+
+fn pull_manifest_only(base: &str, query: &str, tag: &str) -> Result<Vec<u8>, String> {
+    let r = try_http("GET", &format!("{base}/v2/{REPO}/manifests/{tag}{query}"), &[("Accept", MANIFEST_ACCEPT)])?;
+    if r.status != 200 {
+        return Err(format!("manifest {tag}: {} {}", r.status, r.text()));
+    }
+    Ok(r.body)
+}
+
+/// `n` clients each reading the whole blob at `url`, counting bytes (never
+/// holding them); returns the bytes each received.
+async fn stream_clients(url: &str, n: usize) -> Vec<u64> {
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                let Ok(r) = client.get(&url).send().await else { return 0 };
+                let mut body = r.bytes_stream();
+                let mut got = 0u64;
+                while let Some(Ok(chunk)) = body.next().await {
+                    got += chunk.len() as u64;
+                }
+                got
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap_or(0));
+    }
+    out
 }
 
 /// Closed-loop load: `conc` workers, each sending its next request when the
@@ -229,7 +406,7 @@ fn start_distribution_proxy(origin: &str) -> Server {
     Server { addr, child, _dir: dir }
 }
 
-fn start_nginx(image: &Pushed, big_digest: &str, big: &[u8]) -> Server {
+fn start_nginx(image: &Pushed, big: &Pushed) -> Server {
     let dir = tempfile::TempDir::new().unwrap();
     let root = dir.path().join("root");
     let repo = root.join("v2").join(REPO);
@@ -239,7 +416,7 @@ fn start_nginx(image: &Pushed, big_digest: &str, big: &[u8]) -> Server {
     fs::write(repo.join("manifests").join(&image.digest), &image.manifest).unwrap();
     fs::write(repo.join("manifests").join("v1"), &image.manifest).unwrap();
     fs::write(repo.join("manifests").join("latest"), &image.manifest).unwrap();
-    fs::write(repo.join("blobs").join(big_digest), big).unwrap();
+    fs::write(repo.join("blobs").join(&big.layer_digests[0]), &big.layers[0]).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let conf = format!(
         "daemon off;\nworker_processes 2;\nuser root;\npid {pid};\nerror_log {err} error;\nevents {{ worker_connections 1024; }}\n\

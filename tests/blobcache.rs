@@ -288,6 +288,9 @@ fn a_full_disk_still_serves_the_pull_uncached_and_counts_it() {
         assert_whole(&c.join().unwrap(), &image.layers[0], "pull on a full disk");
     }
     assert!(m.metric("sigmirror_blob_cache_write_errors_total") >= 1, "the failed cache write is counted");
+    // The shared download, then each client's ranged continuation: more
+    // GETs than clients, which a plain stream-through would not make.
+    assert!(upstream_blob_gets(&registry, digest) >= 5, "{} upstream GETs", upstream_blob_gets(&registry, digest));
     assert!(m.logs().contains("blob cache cannot be written"), "and logged:\n{}", m.logs());
     assert!(!blob_file(&m.dir.path().join("data"), digest).exists(), "nothing half-written is cached");
     // Once space is free again (a smaller blob fits), caching resumes.

@@ -207,29 +207,51 @@ pub fn push_multiarch(host: &str, repo: &str, tag: &str, seed: &str) -> Pushed {
 /// A real image whose one layer is a tar holding `bytes` pseudo-random bytes
 /// (deterministic per seed), for tests where blob size matters.
 pub fn build_big_image(seed: &str, bytes: usize) -> Pushed {
-    let mut state = sha256_digest(seed.as_bytes()).into_bytes();
-    let mut contents = Vec::with_capacity(bytes + 64);
-    while contents.len() < bytes {
-        state = sha256_digest(&state).into_bytes();
-        contents.extend_from_slice(&state[7..]);
-    }
-    contents.truncate(bytes);
+    build_layered_image(seed, 1, bytes)
+}
+
+/// A real image of `layers` layers, each a tar with one file of `bytes`
+/// pseudo-random bytes (deterministic per seed and layer). `file` is the
+/// first layer's file.
+pub fn build_layered_image(seed: &str, layers: usize, bytes: usize) -> Pushed {
     let mut image = build_image(seed, "amd64");
-    let file_name = image.file.0.clone();
-    let layer = tar_one_file(&file_name, &contents);
-    let layer_digest = sha256_digest(&layer);
+    let mut built = Vec::new();
+    for i in 0..layers {
+        let mut state = sha256_digest(format!("{seed}/{i}").as_bytes()).into_bytes();
+        let mut contents = Vec::with_capacity(bytes + 64);
+        while contents.len() < bytes {
+            state = sha256_digest(&state).into_bytes();
+            contents.extend_from_slice(&state[7..]);
+        }
+        contents.truncate(bytes);
+        let name = if i == 0 { image.file.0.clone() } else { format!("layer-{i}-{seed}.bin") };
+        built.push((name, contents));
+    }
+    let tars: Vec<Vec<u8>> = built.iter().map(|(name, contents)| tar_one_file(name, contents)).collect();
+    let digests: Vec<String> = tars.iter().map(|t| sha256_digest(t)).collect();
     let mut config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
-    config["rootfs"]["diff_ids"] = serde_json::json!([layer_digest]);
+    config["rootfs"]["diff_ids"] = serde_json::json!(digests);
     let config = serde_json::to_vec(&config).unwrap();
     let config_digest = sha256_digest(&config);
-    let manifest = one_layer_manifest(&config_digest, &config, &layer_digest, &layer);
+    let descriptors: Vec<serde_json::Value> = tars
+        .iter()
+        .zip(&digests)
+        .map(|(t, d)| serde_json::json!({ "mediaType": OCI_LAYER_TAR, "digest": d, "size": t.len() }))
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
+        "layers": descriptors
+    }))
+    .unwrap();
     image.digest = sha256_digest(&manifest);
     image.size = manifest.len() as u64;
     image.manifest = manifest;
-    image.layer_digests = vec![layer_digest];
-    image.layers = vec![layer];
+    image.layer_digests = digests;
+    image.layers = tars;
     image.config_digest = config_digest;
     image.config = config;
-    image.file = (file_name, contents);
+    image.file = built.swap_remove(0);
     image
 }
