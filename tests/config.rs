@@ -36,20 +36,6 @@ fn every_config_file_shipped_in_config_is_valid() {
 }
 
 #[test]
-fn the_kubernetes_configmap_config_is_valid_apart_from_its_mounted_files() {
-    // The ConfigMap's TOML must at least parse with the same strict rules.
-    let yaml = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/sigmirror.yaml")).unwrap();
-    let start = yaml.find("sigmirror.toml: |\n").unwrap() + "sigmirror.toml: |\n".len();
-    let toml: String = yaml[start..]
-        .lines()
-        .take_while(|l| l.starts_with("    ") || l.is_empty())
-        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
-        .collect();
-    let raw: Result<sigmirror::config::RawConfig, _> = toml::from_str(&toml);
-    assert!(raw.is_ok(), "{:?}\n{toml}", raw.err());
-}
-
-#[test]
 fn every_problem_is_reported_at_once_with_key_and_fix() {
     let dir = tempfile::TempDir::new().unwrap();
     let toml = r#"

@@ -107,7 +107,7 @@ fn with_only_the_default_hosts_file_every_registry_goes_through_sigmirror() {
             .unwrap();
     let local = format!("http://{}", mirror.addr);
     let hosts_toml: String = shipped
-        .replace("https://sigmirror.sigmirror.svc.cluster.local:5050", &local)
+        .replace("https://10.96.0.50:5050", &local)
         .lines()
         .filter(|l| !l.trim_start().starts_with("ca ="))
         .map(|l| format!("{l}\n"))
