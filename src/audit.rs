@@ -230,11 +230,16 @@ pub fn log_decision(v: &Verdict, subject: &Subject, cached: bool) {
     let message = v.refusal_message(&subject.name);
     let image = &subject.name;
     let p = policy.unwrap_or("-");
-    match &message {
-        None => {
-            tracing::info!(target: "sigmirror::decision", decision = verdict, policy = p, %image, by = %reason, cached, "{verdict} {image}")
+    // An audit-deny was served: its message says allow, its decision field
+    // says what audit mode let through.
+    match (&message, v) {
+        (None, Verdict::Allow { by, .. }) => {
+            tracing::info!(target: "sigmirror::decision", decision = verdict, policy = p, %image, by = %by, cached, "allow {image}")
         }
-        Some(m) => tracing::info!(target: "sigmirror::decision", decision = verdict, policy = p, %image, cached, "{m}"),
+        (m, _) => {
+            let m = m.as_deref().unwrap_or_default();
+            tracing::info!(target: "sigmirror::decision", decision = verdict, policy = p, %image, cached, "{m}")
+        }
     }
     let (client, log) = SCOPE
         .try_with(|s| (s.client.map(|a| a.to_string()), s.log.clone()))
