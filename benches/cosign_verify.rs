@@ -102,11 +102,18 @@ fn cache(c: &mut Criterion) {
         digest: Digest::of(b"bench manifest"),
         policy_fingerprint: [7; 32],
     };
-    let allow = Verdict::Allow { policy: "bench".into(), by: "key cosign.pub".into(), vouches: true };
+    let allow = Verdict::Allow {
+        policy: "bench".into(),
+        by: "key cosign.pub".into(),
+        vouches: true,
+        scheme: sigmirror::policy::Scheme::Cosign,
+        signer: None,
+        would_refuse: None,
+    };
     let first = rt.block_on(cache.get_or_verify(key.clone(), async { Ok(allow.clone()) })).expect("first verify");
-    assert!(first.is_allow());
+    assert!(first.value.is_allow());
     let warm = rt.block_on(cache.get_or_verify(key.clone(), must_not_run())).expect("warm hit");
-    assert_eq!(warm, allow);
+    assert_eq!((warm.value, warm.cached), (allow, true));
 
     c.bench_function("cache/get_or_verify_warm", |b| {
         b.to_async(&rt).iter(|| async {

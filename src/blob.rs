@@ -35,7 +35,9 @@ pub struct BlobRequest<'a> {
 
 pub async fn serve(store: Option<&Arc<BlobStore>>, req: BlobRequest<'_>) -> Result<Response<Body>, Error> {
     let Some(store) = store else { return pass_through(&req).await };
-    if let Some(cached) = store.open_cached(req.digest).await {
+    let cached = store.open_cached(req.digest).await;
+    METRICS.cache_lookup("blob", cached.is_some());
+    if let Some(cached) = cached {
         return from_cache(cached, &req);
     }
     if req.head {

@@ -2,9 +2,11 @@
 //! children. Each key is written down with the reason for every field,
 //! because a key that misses a field lets one image's answer serve another.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::metrics::METRICS;
 use crate::oci::Digest;
 use crate::policy::Verdict;
 use crate::upstream::{Manifest, UpstreamError};
@@ -53,16 +55,49 @@ impl VerdictCache {
 
     /// Returns the cached verdict, or runs `verify` once for all concurrent
     /// callers of the same key. An `Err` (upstream failure) is handed to every
-    /// waiting caller and is **not** cached.
-    pub async fn get_or_verify<F>(&self, key: VerdictKey, verify: F) -> Result<Verdict, Arc<UpstreamError>>
+    /// waiting caller and is **not** cached. Counted as a hit or a miss in
+    /// `sigmirror_cache_{hits,misses}_total{cache="verdict"}`.
+    pub async fn get_or_verify<F>(&self, key: VerdictKey, verify: F) -> Result<Recalled<Verdict>, Arc<UpstreamError>>
     where
         F: std::future::Future<Output = Result<Verdict, UpstreamError>>,
     {
-        self.inner.try_get_with(key, verify).await
+        let miss = Miss::default();
+        let value = self.inner.try_get_with(key, miss.run(verify)).await;
+        let cached = miss.count("verdict");
+        Ok(Recalled { value: value?, cached })
     }
 
     pub async fn get(&self, key: &VerdictKey) -> Option<Verdict> {
         self.inner.get(key).await
+    }
+}
+
+/// A value from a cache, and whether this caller found it there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recalled<T> {
+    pub value: T,
+    /// False when this caller's own computation made the value. A caller
+    /// that waited for another's computation counts as a hit: the work was
+    /// done once, for someone else.
+    pub cached: bool,
+}
+
+/// Notes whether a cache's init future ran for this caller, and counts the
+/// lookup as a hit or a miss of `cache` in `sigmirror_cache_*_total`.
+#[derive(Default)]
+struct Miss(AtomicBool);
+
+impl Miss {
+    async fn run<T>(&self, compute: impl std::future::Future<Output = T>) -> T {
+        self.0.store(true, Ordering::Relaxed);
+        compute.await
+    }
+
+    /// Counts the lookup; true when it was a hit.
+    fn count(&self, cache: &'static str) -> bool {
+        let hit = !self.0.load(Ordering::Relaxed);
+        METRICS.cache_lookup(cache, hit);
+        hit
     }
 }
 
@@ -97,11 +132,15 @@ impl ManifestCache {
     }
 
     /// One upstream fetch for all concurrent callers of the same digest.
+    /// Counted in `sigmirror_cache_{hits,misses}_total{cache="manifest"}`.
     pub async fn get_or_fetch<F>(&self, key: ManifestKey, fetch: F) -> Result<Manifest, Arc<UpstreamError>>
     where
         F: std::future::Future<Output = Result<Manifest, UpstreamError>>,
     {
-        self.inner.try_get_with(key, fetch).await
+        let miss = Miss::default();
+        let value = self.inner.try_get_with(key, miss.run(fetch)).await;
+        miss.count("manifest");
+        value
     }
 }
 
@@ -193,6 +232,11 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn allow() -> Verdict {
+        let scheme = crate::policy::Scheme::Cosign;
+        Verdict::Allow { policy: "p".into(), by: "k".into(), vouches: true, scheme, signer: None, would_refuse: None }
+    }
+
     fn key(n: u8) -> VerdictKey {
         VerdictKey { registry: "r".into(), repo: "x".into(), digest: Digest::of(&[n]), policy_fingerprint: [n; 32] }
     }
@@ -209,15 +253,20 @@ mod tests {
                     .get_or_verify(key(1), async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(Verdict::Allow { policy: "p".into(), by: "k".into(), vouches: true })
+                        Ok(allow())
                     })
                     .await
             }));
         }
+        let mut computed = 0;
         for t in tasks {
-            assert!(t.await.unwrap().unwrap().is_allow());
+            let r = t.await.unwrap().unwrap();
+            assert!(r.value.is_allow());
+            computed += usize::from(!r.cached);
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Exactly the caller that ran the verification saw it uncached.
+        assert_eq!(computed, 1);
     }
 
     #[tokio::test]
@@ -226,10 +275,8 @@ mod tests {
         let r = cache.get_or_verify(key(2), async { Err(UpstreamError::Timeout(Duration::from_secs(1))) }).await;
         assert!(r.is_err());
         assert_eq!(cache.get(&key(2)).await, None);
-        let r = cache
-            .get_or_verify(key(2), async { Ok(Verdict::Allow { policy: "p".into(), by: "k".into(), vouches: true }) })
-            .await;
-        assert!(r.unwrap().is_allow());
+        let r = cache.get_or_verify(key(2), async { Ok(allow()) }).await;
+        assert!(r.unwrap().value.is_allow());
     }
 
     #[tokio::test]
@@ -247,7 +294,7 @@ mod tests {
     async fn denials_expire_sooner_than_allows() {
         let cache = VerdictCache::new(Duration::from_secs(60), Duration::from_millis(100));
         let deny = Verdict::Deny { policy: Some("p".into()), reason: "r".into() };
-        let allow = Verdict::Allow { policy: "p".into(), by: "k".into(), vouches: true };
+        let allow = allow();
         cache.get_or_verify(key(4), async { Ok(deny) }).await.unwrap();
         cache.get_or_verify(key(5), async { Ok(allow) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;

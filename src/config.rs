@@ -24,6 +24,10 @@ pub struct RawConfig {
     pub data_dir: PathBuf,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs client certificates must chain to; when set,
+    /// the TLS listener refuses clients without one.
+    pub client_ca: Option<PathBuf>,
+    pub audit: Option<RawAudit>,
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
     #[serde(default)]
@@ -141,6 +145,14 @@ pub struct RawCosignCertificate {
     pub identity_regexp: Option<String>,
     pub issuer: Option<String>,
     pub rekor_key: Option<PathBuf>,
+}
+
+/// `[audit]`: where the decision log goes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// A file to append JSON lines to, or `"-"` (or no key) for stdout.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -317,6 +329,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub tls: Option<(TrustFile, TrustFile)>,
+    /// `client_ca`, read and checked to hold CA certificates.
+    pub client_ca: Option<TrustFile>,
+    /// `[audit] path`, resolved; `None` writes the audit log to stdout.
+    pub audit_log: Option<PathBuf>,
     pub upstreams: Vec<Upstream>,
     pub allow_ttl: Duration,
     pub deny_ttl: Duration,
@@ -398,11 +414,15 @@ impl Config {
         };
         let data_dir = c.resolve(&raw.data_dir);
         let upstreams = validate_upstreams(&raw.upstream, &mut c);
+        let client_ca = validate_client_ca(raw.client_ca.as_deref(), tls.is_some() || raw.tls_cert.is_some(), &mut c);
+        let audit_log = validate_audit_path(raw.audit.as_ref().and_then(|a| a.path.as_deref()), &mut c);
         let config = Config {
             file: c.file.clone(),
             listen,
             data_dir,
             tls,
+            client_ca,
+            audit_log,
             upstreams,
             allow_ttl: Duration::from_secs(raw.cache.allow_ttl_secs),
             deny_ttl: Duration::from_secs(raw.cache.deny_ttl_secs),
@@ -535,6 +555,54 @@ pub fn redact_userinfo(url: &str) -> String {
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}://…{}", &rest[at..]),
         None => url.to_string(),
+    }
+}
+
+/// `client_ca`, read and parsed as the TLS listener will use it. It only
+/// means something on a TLS listener.
+fn validate_client_ca(path: Option<&Path>, tls: bool, c: &mut Checker) -> Option<TrustFile> {
+    let f = c.read("client_ca", path?)?;
+    if !tls {
+        c.problem(
+            "client_ca",
+            "client certificates need TLS, and tls_cert and tls_key are not set",
+            "set tls_cert and tls_key, or remove client_ca",
+        );
+        return None;
+    }
+    match crate::tls::client_verifier(&f) {
+        Ok(_) => Some(f),
+        Err(e) => {
+            c.problem(
+                "client_ca",
+                e.to_string(),
+                "point at a PEM bundle of the CA certificates that issue client certificates",
+            );
+            None
+        }
+    }
+}
+
+/// `[audit] path`: `"-"` or absent is stdout; a file must be creatable:
+/// its directory exists, and it is not itself a directory.
+fn validate_audit_path(path: Option<&Path>, c: &mut Checker) -> Option<PathBuf> {
+    let path = path.filter(|p| *p != Path::new("-"))?;
+    let fix = "name a file in an existing directory, or \"-\" for stdout";
+    if path.as_os_str().is_empty() {
+        c.problem("audit.path", "is empty", fix);
+        return None;
+    }
+    let resolved = c.resolve(path);
+    if resolved.is_dir() {
+        c.problem("audit.path", format!("{} is a directory", resolved.display()), fix);
+        return None;
+    }
+    match resolved.parent() {
+        Some(dir) if dir.as_os_str().is_empty() || dir.is_dir() => Some(resolved),
+        _ => {
+            c.problem("audit.path", format!("the directory of {} does not exist", resolved.display()), fix);
+            None
+        }
     }
 }
 

@@ -20,9 +20,15 @@
 //!    `verify::notation`) into a `Verdict`, cached per (registry, repository,
 //!    digest, policy fingerprint) in `cache::VerdictCache`.
 //! 7. **respond** (`server::respond`, `response`): the manifest bytes as
-//!    upstream sent them, or a refusal through `audit::refuse`, which logs the
-//!    decision line first; `error::Error::into_response` is the one place an
-//!    error becomes an OCI answer.
+//!    upstream sent them, or a refusal through `audit::refuse`. Either way
+//!    `audit::log_decision` writes the decision's JSON audit line first;
+//!    `error::Error::into_response` is the one place an error becomes an OCI
+//!    answer.
+//!
+//! Around every request, `server::handle` counts it by route and status
+//! class (`metrics`) and sets the audit scope (the client address). A TLS
+//! listener, with client certificates when `client_ca` is set, is built by
+//! `tls::acceptor`.
 //!
 //! Blobs skip 4–6: `server::blob_guard` serves only blobs of manifests the
 //! policy allowed (`cache::AllowedBlobs`, filled by `decide`), and
@@ -44,6 +50,7 @@ pub mod pins;
 pub mod policy;
 pub mod response;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod verify;
 
@@ -84,8 +91,8 @@ pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {
 
 /// Serves until `shutdown` completes, then lets open connections finish.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let tls = match &app.mirror().config.tls {
-        Some((cert, key)) => Some(tls_acceptor(&cert.bytes, &key.bytes)?),
+    let tls = match tls::TlsFiles::of(&app.mirror().config) {
+        Some(files) => Some(tls::acceptor(&files)?),
         None => None,
     };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -105,7 +112,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |req| server::handle(app.clone(), req));
+        let service = hyper::service::service_fn(move |req| server::handle(app.clone(), peer, req));
         let builder = auto::Builder::new(TokioExecutor::new());
         match &tls {
             None => {
@@ -140,17 +147,4 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),
     }
     Ok(())
-}
-
-fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>()?;
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])?
-        .ok_or_else(|| anyhow::anyhow!("tls_key holds no private key"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cache::{AllowedBlobs, ManifestCache, ManifestKey, VerdictCache, VerdictKey, VerifiedChildren};
+use crate::audit::AuditLog;
+use crate::cache::{AllowedBlobs, ManifestCache, ManifestKey, Recalled, VerdictCache, VerdictKey, VerifiedChildren};
 use crate::config::Config;
 use crate::error::{Error, Resource};
-use crate::metrics::{PolicyLabels, METRICS};
+use crate::metrics::{PolicyLabels, SchemeLabels, METRICS};
 use crate::oci::{media, Digest, ManifestRef};
-use crate::policy::{Policy, PolicySet, Subject, Verdict};
+use crate::policy::{Policy, PolicySet, Scheme, Subject, Verdict};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
 
 /// One manifest request, as the server parsed it.
@@ -45,6 +46,8 @@ pub struct Mirror {
     pub manifests: ManifestCache,
     pub children: VerifiedChildren,
     pub blobs: AllowedBlobs,
+    /// Where this config's decisions are written (`[audit] path`).
+    pub audit: Arc<AuditLog>,
 }
 
 impl Mirror {
@@ -61,6 +64,7 @@ impl Mirror {
             manifests: ManifestCache::new(config.manifest_cache_bytes),
             children: VerifiedChildren::new(config.allow_ttl),
             blobs: AllowedBlobs::default(),
+            audit: Arc::new(AuditLog::new(config.audit_log.clone())),
             config,
             policies,
             upstreams,
@@ -75,7 +79,7 @@ impl Mirror {
                 Some(ns) => (format!("registry {ns:?}"), "it is not a configured upstream"),
                 None => ("the request".to_string(), "no ns= parameter and no upstream is marked default"),
             };
-            return Err(crate::audit::refuse_unknown_registry(what, reason));
+            return Err(crate::audit::refuse_unknown_registry(ns, what, reason));
         };
         Ok((u.registry.clone(), self.upstreams[&u.registry].clone()))
     }
@@ -128,8 +132,9 @@ impl Mirror {
             .map_err(|e| Error::upstream(Resource::Manifest, e))
     }
 
-    /// The verdict of `policy` on `m`, from cache or freshly verified.
-    pub async fn decide(&self, pull: &Pull, policy: &Policy, m: &Manifest) -> Result<Verdict, Error> {
+    /// The verdict of `policy` on `m`, from cache or freshly verified, and
+    /// which of the two (for the audit line).
+    pub async fn decide(&self, pull: &Pull, policy: &Policy, m: &Manifest) -> Result<Recalled<Verdict>, Error> {
         let key = VerdictKey {
             registry: pull.registry.clone(),
             repo: pull.repo.clone(),
@@ -138,16 +143,28 @@ impl Mirror {
         };
         if let Some(parent) = self.children.parent_of(&key).await {
             self.blobs.record(&key, || m.blobs());
-            return Ok(Verdict::Allow {
-                policy: policy.name.clone(),
-                by: format!("listed by verified index {parent}"),
-                vouches: true,
-            });
+            // The index's signer signed this manifest too, by listing it.
+            let parent_key = VerdictKey { digest: parent.clone(), ..key.clone() };
+            let (scheme, signer) = match self.verdicts.get(&parent_key).await {
+                Some(Verdict::Allow { scheme, signer, .. }) => (scheme, signer),
+                _ => (Scheme::None, None),
+            };
+            let by = format!("listed by verified index {parent}");
+            let verdict =
+                Verdict::Allow { policy: policy.name.clone(), by, vouches: true, scheme, signer, would_refuse: None };
+            return Ok(Recalled { value: verdict, cached: true });
         }
         let subject = Subject { registry: &pull.registry, repo: &pull.repo, manifest: m };
         let verify = async {
             METRICS.verifications.get_or_create(&PolicyLabels { policy: policy.name.clone() }).inc();
-            let v = policy.evaluate(&*pull.up, &subject, time::OffsetDateTime::now_utc()).await?;
+            let started = std::time::Instant::now();
+            let v = policy.evaluate(&*pull.up, &subject, time::OffsetDateTime::now_utc()).await;
+            let scheme = policy.scheme_label();
+            METRICS
+                .verification_duration
+                .get_or_create(&SchemeLabels { scheme })
+                .observe(started.elapsed().as_secs_f64());
+            let v = v?;
             // Only a real verification vouches for an index's children; an
             // audit-mode allow vouches for nothing.
             if v.vouches() {
@@ -185,7 +202,7 @@ impl Mirror {
             return Ok((None, Verdict::Deny { policy: None, reason }));
         };
         let m = self.resolve(pull, &pull.reference, &pull.accept).await?;
-        let v = self.decide(pull, policy, &m).await?;
+        let v = self.decide(pull, policy, &m).await?.value;
         Ok((Some(m), v))
     }
 }

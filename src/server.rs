@@ -4,30 +4,58 @@
 //! in `error.rs`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response};
 
 use crate::app::App;
-use crate::audit::{log_decision, refuse, refuse_outside_scope};
+use crate::audit::{self, log_decision, refuse, refuse_outside_scope, Subject};
+use crate::cache::Recalled;
 use crate::config::Mode;
 use crate::error::{Error, Resource};
-use crate::metrics::METRICS;
+use crate::metrics::{status_class, InFlight, RequestLabels, METRICS};
 use crate::mirror::{Mirror, Pull};
 use crate::oci::{media, parse_route, Digest, ManifestRef, Route};
+use crate::policy::evaluate::audit_allow;
 use crate::policy::{Policy, Verdict};
 use crate::response::{self, Body};
 use crate::upstream::{Manifest, UpstreamError};
 use crate::{blob, listing};
 
-/// Serves one request. Never fails: every error becomes an OCI response.
-pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>, Infallible> {
+/// Serves one request from `client`. Never fails: every error becomes an
+/// OCI response. Counted by route and status class, and in flight until the
+/// answer's head is ready (a blob body streams on after that).
+pub async fn handle<B>(app: Arc<App>, client: SocketAddr, req: Request<B>) -> Result<Response<Body>, Infallible> {
+    let _in_flight = InFlight::start();
     let head = req.method() == Method::HEAD;
-    let resp = match route_request(&app, &req).await {
+    let route = route_label(req.uri().path());
+    let scope = audit::Scope { client: Some(client), log: app.mirror().audit.clone() };
+    let resp = match audit::scoped(scope, route_request(&app, &req)).await {
         Ok(r) => r,
         Err(e) => e.into_response(head),
     };
+    let status_class = status_class(resp.status().as_u16());
+    METRICS.requests.get_or_create(&RequestLabels { route, status_class }).inc();
     Ok(resp)
+}
+
+/// The `route` label of `sigmirror_requests_total`: a fixed set, whatever
+/// the path.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/metrics" => return "metrics",
+        "/healthz" | "/readyz" => return "health",
+        _ => {}
+    }
+    match parse_route(path) {
+        Ok(Route::Base) => "base",
+        Ok(Route::Manifest { .. }) => "manifest",
+        Ok(Route::Blob { .. }) => "blob",
+        Ok(Route::TagsList { .. }) => "tags",
+        Ok(Route::Referrers { .. }) => "referrers",
+        Err(_) => "other",
+    }
 }
 
 async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<Body>, Error> {
@@ -48,8 +76,11 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
         Route::Manifest { repo, reference } => {
             let (registry, up) = mirror.upstream(ns.as_deref())?;
             let policy = scope_guard(&mirror, &registry, &repo, &reference.suffix())?;
+            let subject = Subject::request(&registry, &repo, &reference);
             let pull = Pull { registry, up, repo, reference, accept: accept_header(req), head };
-            serve_manifest(app, &mirror, policy, &pull).await
+            serve_manifest(app, &mirror, policy, &pull)
+                .await
+                .inspect_err(|e| audit::log_failure(&policy.name, &subject, e))
         }
         Route::Blob { repo, digest } => {
             let (registry, up) = mirror.upstream(ns.as_deref())?;
@@ -101,20 +132,15 @@ fn blob_guard(mirror: &Mirror, policy: &Policy, registry: &str, repo: &str, dige
     if mirror.blob_allowed(registry, repo, policy, digest) {
         return Ok(());
     }
-    let image = format!("{registry}/{repo}@{digest}");
+    let subject = Subject::blob(registry, repo, digest);
     let reason = format!(
         "blob {digest} is not referenced by any manifest this policy allowed in {registry}/{repo} (fetch the image's manifest first)"
     );
     if policy.mode == Mode::Audit {
-        let by = format!("audit mode (would refuse: {reason})");
-        log_decision(
-            &Verdict::Allow { policy: policy.name.clone(), by, vouches: false },
-            &image,
-            &format!("@{digest}"),
-        );
+        log_decision(&audit_allow(&policy.name, reason), &subject, false);
         return Ok(());
     }
-    Err(refuse(Some(policy.name.clone()), reason, image, &format!("@{digest}")))
+    Err(refuse(Some(policy.name.clone()), reason, subject))
 }
 
 /// A manifest: through the tag guard when the tag is immutable and pins are
@@ -135,15 +161,14 @@ async fn serve_manifest(app: &App, mirror: &Mirror, policy: &Policy, pull: &Pull
 
 /// Turns a decided manifest into the response: the bytes as upstream sent
 /// them, or the refusal.
-fn respond(pull: &Pull, manifest: Manifest, verdict: Verdict) -> Result<Response<Body>, Error> {
-    let image = pull.image(&manifest);
-    let reference = pull.reference.to_string();
-    match verdict {
+fn respond(pull: &Pull, manifest: Manifest, decided: Recalled<Verdict>) -> Result<Response<Body>, Error> {
+    let subject = Subject::manifest(&pull.registry, &pull.repo, &pull.reference, &manifest.digest);
+    match decided.value {
         Verdict::Allow { .. } => {
-            log_decision(&verdict, &image, &reference);
+            log_decision(&decided.value, &subject, decided.cached);
             Ok(response::bytes(&manifest.media_type, manifest.bytes, Some(&manifest.digest), pull.head))
         }
-        Verdict::Deny { policy, reason } => Err(refuse(policy, reason, image, &reference)),
+        Verdict::Deny { policy, reason } => Err(audit::refuse_recalled(policy, reason, subject, decided.cached)),
     }
 }
 

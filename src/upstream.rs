@@ -21,8 +21,10 @@
 //! see); URLs, addresses and upstream's error bodies are kept apart in
 //! `UpstreamError::detail`, for the log only.
 //!
-//! Each request is counted by kind (`sigmirror_upstream_requests_total`), so
-//! tests and operators can see how often upstream was asked. Faults a real
+//! Each HTTP request is counted by kind and status class
+//! (`sigmirror_upstream_requests_total`) and timed to its response headers
+//! (`sigmirror_upstream_request_duration_seconds`), so tests and operators
+//! can see how often upstream was asked and how it answered. Faults a real
 //! registry cannot produce are tested by pointing an upstream at a fake HTTP
 //! server, which keeps this code path the one that runs in production.
 
@@ -319,9 +321,19 @@ impl UpstreamClient {
         })
     }
 
-    /// Every upstream request is counted, by kind, in `sigmirror_upstream_requests_total`.
-    fn count(&self, kind: Kind) {
-        crate::metrics::METRICS.upstream(&self.cfg.registry, kind.metric());
+    /// Sends one HTTP request: every exchange with upstream goes through
+    /// here, so each is counted and timed once, by kind and answer.
+    async fn exchange(
+        &self,
+        kind: Kind,
+        rb: reqwest::RequestBuilder,
+        limit: Duration,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let started = std::time::Instant::now();
+        let r = rb.send().await;
+        let status = r.as_ref().ok().map(|r| r.status().as_u16());
+        crate::metrics::METRICS.upstream(&self.cfg.registry, kind.metric(), status, started.elapsed());
+        r.map_err(|e| UpstreamError::from_reqwest(e, limit))
     }
 
     fn url(&self, path: &str) -> String {
@@ -378,7 +390,7 @@ impl UpstreamClient {
         };
         let limit = timeout.unwrap_or(self.cfg.request_timeout);
         let cached = self.tokens.get(repo).await;
-        let resp = build(cached.as_deref()).send().await.map_err(|e| UpstreamError::from_reqwest(e, limit))?;
+        let resp = self.exchange(kind, build(cached.as_deref()), limit).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -393,7 +405,7 @@ impl UpstreamClient {
         };
         drop(resp);
         let token = self.fetch_token(repo, &challenge).await?;
-        let resp = build(Some(&token)).send().await.map_err(|e| UpstreamError::from_reqwest(e, limit))?;
+        let resp = self.exchange(kind, build(Some(&token)), limit).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(UpstreamError::Unauthorized(format!("token refused for {}", redact_userinfo(&url))));
         }
@@ -404,14 +416,13 @@ impl UpstreamClient {
     /// credentials when we have some. The scope is ours, not the
     /// challenge's: we only ever need to pull this one repository.
     async fn fetch_token(&self, repo: &str, challenge: &BearerChallenge) -> Result<String, UpstreamError> {
-        self.count(Kind::Token);
         let url = token_url(challenge, repo, &self.addresses, !self.cfg.plain_http)?;
         let timeout = self.cfg.request_timeout;
         let mut rb = self.http.get(url).timeout(timeout);
         if let (Some(u), Some(p)) = (&self.cfg.username, &self.cfg.password) {
             rb = rb.basic_auth(u, Some(p));
         }
-        let resp = rb.send().await.map_err(|e| UpstreamError::from_reqwest(e, timeout))?;
+        let resp = self.exchange(Kind::Token, rb, timeout).await?;
         let resp = check_status(resp, Kind::Token).await?;
         let body = read_bounded(resp, MAX_TOKEN_BYTES, "a token response", timeout).await?;
         let token = parse_token(&body)?;
@@ -422,7 +433,6 @@ impl UpstreamClient {
     /// `GET /v2/<repo>/manifests/<ref>`: bounded, and checked against the
     /// digest asked for (by digest) or the digest upstream declares (by tag).
     pub async fn manifest(&self, repo: &str, reference: &ManifestRef, accept: &str) -> Result<Manifest, UpstreamError> {
-        self.count(Kind::Manifest);
         let resp = self
             .send(
                 Kind::Manifest,
@@ -465,7 +475,6 @@ impl UpstreamClient {
         reference: &ManifestRef,
         accept: &str,
     ) -> Result<Option<HeadInfo>, UpstreamError> {
-        self.count(Kind::ManifestHead);
         let resp = self
             .send(
                 Kind::ManifestHead,
@@ -511,7 +520,6 @@ impl UpstreamClient {
     /// `GET /v2/<repo>/blobs/<digest>` read fully, for small blobs such as
     /// signature payloads. Bounded and checked against the digest.
     pub async fn small_blob(&self, repo: &str, digest: &Digest, limit: usize) -> Result<Bytes, UpstreamError> {
-        self.count(Kind::Blob);
         let resp = self
             .send(
                 Kind::Blob,
@@ -554,7 +562,6 @@ impl UpstreamClient {
         method: reqwest::Method,
         range: Option<String>,
     ) -> Result<BlobStream, UpstreamError> {
-        self.count(Kind::Blob);
         let path = format!("{repo}/blobs/{digest}");
         let resp = self.send_with(Kind::Blob, repo, method, &path, None, None, range.as_deref()).await?;
         let resp = check_status(resp, Kind::Blob).await?;
@@ -573,7 +580,6 @@ impl UpstreamClient {
 
     /// `GET /v2/<repo>/tags/list`, passed through (bounded).
     pub async fn tags_list(&self, repo: &str, query: Option<&str>) -> Result<(String, Bytes), UpstreamError> {
-        self.count(Kind::Tags);
         let path = match query {
             Some(q) => format!("{repo}/tags/list?{q}"),
             None => format!("{repo}/tags/list"),
@@ -593,7 +599,6 @@ impl UpstreamClient {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Option<Bytes>, UpstreamError> {
-        self.count(Kind::Referrers);
         let path = match artifact_type {
             // `+` (as in `…bundle.v0.3+json`) would reach the registry as a space.
             Some(t) => format!("{repo}/referrers/{digest}?artifactType={}", query_escape(t)),

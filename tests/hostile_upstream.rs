@@ -421,9 +421,11 @@ async fn head_manifest_resolves_a_tag_from_the_digest_header_without_fetching_th
     assert!(manifest_requests.iter().all(|(method, _)| method == "HEAD"), "{manifest_requests:?}");
     assert_eq!(mock.count("/elsewhere"), 0);
     let metrics = sigmirror::metrics::METRICS.encode();
-    let line = metrics
+    // One line per status class; together they are every HEAD sent.
+    let sent: f64 = metrics
         .lines()
-        .find(|l| l.contains("upstream_requests") && l.contains("kind=\"manifest_head\""))
-        .unwrap_or_else(|| panic!("no manifest_head count:\n{metrics}"));
-    assert!(line.ends_with(" 7"), "{line}");
+        .filter(|l| l.starts_with("sigmirror_upstream_requests_total{") && l.contains("kind=\"manifest_head\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(sent, 7.0, "{metrics}");
 }

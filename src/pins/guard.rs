@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use crate::audit::refuse;
+use crate::audit::{refuse, Subject};
+use crate::cache::Recalled;
 use crate::config::OnTagMove;
 use crate::error::Error;
 use crate::metrics::{PolicyLabels, METRICS};
@@ -77,7 +78,7 @@ impl TagGuard {
         policy: &Policy,
         pull: &Pull,
         tag: &str,
-    ) -> Result<(Manifest, Verdict), Error> {
+    ) -> Result<(Manifest, Recalled<Verdict>), Error> {
         let (registry, repo) = (pull.registry.as_str(), pull.repo.as_str());
         let pin = match self.store.get(registry, repo, tag).await? {
             Some(pin) => pin,
@@ -87,7 +88,7 @@ impl TagGuard {
                 let m = mirror.resolve(pull, &pull.reference, media::ALL_MANIFESTS).await?;
                 let verdict = mirror.decide(pull, policy, &m).await?;
                 // Only a real verification pins; an audit-mode allow vouches for nothing.
-                if !verdict.vouches() {
+                if !verdict.value.vouches() {
                     return Ok((m, verdict));
                 }
                 let ours = Pin {
@@ -119,13 +120,14 @@ impl TagGuard {
         let key = (registry.to_string(), repo.to_string(), tag.to_string());
         if let Some((seen, _)) = self.moved.get(&key) {
             if policy.on_tag_move == OnTagMove::Deny {
-                let image = format!("{registry}/{repo}:{tag}");
-                return Err(refuse(Some(policy.name.clone()), tag_moved_reason(&pin, &seen), image, tag));
+                let mut subject = Subject::manifest(registry, repo, &pull.reference, &pin.digest);
+                subject.name = format!("{registry}/{repo}:{tag}");
+                return Err(refuse(Some(policy.name.clone()), tag_moved_reason(&pin, &seen), subject));
             }
         }
         let m = mirror.resolve(pull, &ManifestRef::Digest(pin.digest.clone()), &pull.accept).await?;
         let verdict = mirror.decide(pull, policy, &m).await?;
-        if verdict.is_allow() {
+        if verdict.value.is_allow() {
             check_client_accepts(&pull.accept, &m, repo, tag)?;
         }
         Ok((m, verdict))

@@ -14,7 +14,7 @@ use crate::verify::cosign::{self, CosignAuthority, Refusal};
 use crate::verify::notation::{self, NotationVerifier};
 
 use super::evidence::{CosignEvidence, Evidence, Found, NotationEvidence};
-use super::verdict::{combine, summarize, AuthorityResult, Verdict};
+use super::verdict::{combine, summarize, AuthorityResult, Satisfied, Scheme, Verdict};
 use super::{Policy, Subject};
 
 /// The verdict of `policy` on `subject` given what was found. Audit mode
@@ -35,13 +35,24 @@ pub fn judge_after(
     now: time::OffsetDateTime,
 ) -> Verdict {
     match (policy.mode, verify(policy, subject, ev, tag, now)) {
-        (Mode::Audit, Verdict::Deny { reason, .. }) => Verdict::Allow {
-            policy: policy.name.clone(),
-            by: format!("audit mode (would refuse: {reason})"),
-            vouches: false,
-        },
-        (Mode::Audit, Verdict::Allow { policy, by, .. }) => Verdict::Allow { policy, by, vouches: false },
+        (Mode::Audit, Verdict::Deny { reason, .. }) => audit_allow(&policy.name, reason),
+        (Mode::Audit, Verdict::Allow { vouches: _, policy, by, scheme, signer, would_refuse }) => {
+            Verdict::Allow { policy, by, vouches: false, scheme, signer, would_refuse }
+        }
         (Mode::Enforce, v) => v,
+    }
+}
+
+/// What an audit-mode policy makes of a refusal: an allow that vouches for
+/// nothing and keeps the reason, logged as an `audit-deny`.
+pub fn audit_allow(policy: &str, reason: String) -> Verdict {
+    Verdict::Allow {
+        policy: policy.to_string(),
+        by: format!("audit mode (would refuse: {reason})"),
+        vouches: false,
+        scheme: Scheme::None,
+        signer: None,
+        would_refuse: Some(reason),
     }
 }
 
@@ -134,12 +145,12 @@ impl Unsatisfied {
 }
 
 /// Unsatisfied and not blocked by a signature naming another repository.
-fn is_open(o: &Result<String, Unsatisfied>) -> bool {
+fn is_open(o: &Result<Satisfied, Unsatisfied>) -> bool {
     matches!(o, Err(u) if !u.wrong_repository)
 }
 
 struct CosignOutcomes {
-    outcomes: Vec<Result<String, Unsatisfied>>,
+    outcomes: Vec<Result<Satisfied, Unsatisfied>>,
     /// Whether any format held something to verify.
     found: bool,
     /// Why each format that was looked up held nothing.
@@ -155,7 +166,7 @@ fn tag_outcomes(
     let mut absent = Vec::new();
     let mut found = false;
     // An empty `Present` (which gathering never makes) counts as nothing found.
-    let outcomes: Vec<Result<String, Unsatisfied>> = match signature_tag {
+    let outcomes: Vec<Result<Satisfied, Unsatisfied>> = match signature_tag {
         Some(Found::Present(layers)) if !layers.is_empty() => {
             found = true;
             policy.cosign.iter().map(|a| check_cosign_authority(policy, a, layers, exp)).collect()
@@ -236,23 +247,30 @@ pub(super) fn check_cosign_authority(
     auth: &CosignAuthority,
     evidence: &[CosignEvidence],
     exp: &cosign::Expectation<'_>,
-) -> Result<String, Unsatisfied> {
+) -> Result<Satisfied, Unsatisfied> {
     let mut failed = Unsatisfied::default();
     let mut unbound = None;
+    let cosign = |by: String, signer: Option<String>| Satisfied { by, scheme: Scheme::Cosign, signer };
     for e in evidence {
         match e {
             CosignEvidence::Layer(layer) => match cosign::verify_layer(auth, layer, exp) {
-                Ok(()) => return Ok(format!("cosign {}", auth.describe())),
+                Ok(()) => {
+                    return Ok(cosign(format!("cosign {}", auth.describe()), cosign::signer_of_layer(auth, layer)))
+                }
                 Err(r) => failed.add("", r),
             },
             CosignEvidence::Bundle(json) => match bundle::verify_bundle(auth, json, exp) {
-                Ok(()) => return Ok(format!("cosign {} (sigstore bundle)", auth.describe())),
+                Ok(()) => {
+                    let by = format!("cosign {} (sigstore bundle)", auth.describe());
+                    return Ok(cosign(by, bundle::signer_of_bundle(auth, json)));
+                }
                 Err(Refusal::Unbound) if policy.dangerous_accept_unbound_bundles => {
-                    unbound = Some(format!(
+                    let by = format!(
                         "cosign {} (sigstore bundle naming no repository, accepted by \
                          dangerous_accept_unbound_bundles)",
                         auth.describe()
-                    ));
+                    );
+                    unbound = Some(cosign(by, bundle::signer_of_bundle(auth, json)));
                 }
                 Err(Refusal::Unbound) => failed.reasons.push(format!(
                     "sigstore bundle: {} (set dangerous_accept_unbound_bundles = true on policy {} to accept; \
@@ -306,9 +324,16 @@ fn notation_result(
                 for l in &logged {
                     tracing::warn!(policy = %policy.name, image = %subject.image(), "notation: {l}");
                 }
-                return Ok(format!("notation signature {signature}"));
+                return Ok(Satisfied {
+                    by: format!("notation signature {signature}"),
+                    scheme: Scheme::Notation,
+                    signer: NotationVerifier::signer_of(media_type, bytes),
+                });
             }
-            notation::Outcome::Skipped => return Ok("notation trust policy level skip".into()),
+            notation::Outcome::Skipped => {
+                let by = "notation trust policy level skip".to_string();
+                return Ok(Satisfied { by, scheme: Scheme::None, signer: None });
+            }
             notation::Outcome::Refused(r) => reasons.push(r),
         }
     }
@@ -371,7 +396,7 @@ mod tests {
             let evidence: Vec<CosignEvidence> = names.iter().map(|n| bundle(*n)).collect();
             let got = check_cosign_authority(p, &p.cosign[0], &evidence, &exp);
             let got: Want = match &got {
-                Ok(by) => Ok(by.as_str()),
+                Ok(s) => Ok(s.by.as_str()),
                 Err(u) => Err((u.reasons.iter().map(String::as_str).collect(), u.wrong_repository)),
             };
             assert_eq!(got, want, "{names:?} with opt-in {opt_in}");

@@ -36,7 +36,7 @@ use crate::verify::cosign::CosignAuthority;
 use crate::verify::notation::NotationVerifier;
 
 pub use evidence::Registry;
-pub use verdict::Verdict;
+pub use verdict::{Scheme, Verdict};
 
 /// A validated policy.
 pub struct Policy {
@@ -234,6 +234,17 @@ impl Subject<'_> {
 impl Policy {
     pub fn authority_count(&self) -> usize {
         self.cosign.len() + usize::from(self.notation.is_some())
+    }
+
+    /// What this policy verifies, as the `scheme` label of the verification
+    /// histogram: cosign, notation, none, or "-" for both.
+    pub fn scheme_label(&self) -> &'static str {
+        match (self.cosign.is_empty(), self.notation.is_none()) {
+            (false, true) => "cosign",
+            (true, false) => "notation",
+            (true, true) => "none",
+            (false, false) => "-",
+        }
     }
 
     /// Whether `tag` falls under this policy's immutable tags: the last

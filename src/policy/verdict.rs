@@ -10,6 +10,38 @@ use serde::Serialize;
 
 use crate::config::Require;
 
+/// The signature format that satisfied a policy: a bounded set, so it can be
+/// a metric label as well as an audit field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Cosign,
+    Notation,
+    /// Nothing was verified: an audit-mode allow of what would be refused,
+    /// or a Notation statement at level `skip`.
+    None,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Cosign => "cosign",
+            Scheme::Notation => "notation",
+            Scheme::None => "none",
+        }
+    }
+}
+
+/// What satisfied one authority: the words for the log, the format, and who
+/// signed (a key fingerprint, a certificate's subject and SAN, or a
+/// Notation signer's subject), for the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Satisfied {
+    pub by: String,
+    pub scheme: Scheme,
+    pub signer: Option<String>,
+}
+
 /// The decision for one manifest under one policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", rename_all = "lowercase")]
@@ -21,6 +53,12 @@ pub enum Verdict {
         /// True when signatures were verified under an enforcing policy;
         /// false for an audit-mode allow, which pins and vouches for nothing.
         vouches: bool,
+        scheme: Scheme,
+        /// Who signed, as far as the verifier could name them.
+        signer: Option<String>,
+        /// The refusal an audit-mode policy let through (an `audit-deny`);
+        /// `None` for what verified.
+        would_refuse: Option<String>,
     },
     Deny {
         /// `None` when no policy's scope matched.
@@ -50,7 +88,7 @@ impl Verdict {
 }
 
 /// One authority's outcome: what satisfied it, or why not.
-pub type AuthorityResult = Result<String, String>;
+pub type AuthorityResult = Result<Satisfied, String>;
 
 /// The any/all combinator over per-authority results. An empty list refuses:
 /// no authority never means "allow".
@@ -60,12 +98,24 @@ pub fn combine(policy: &str, require: Require, results: Vec<AuthorityResult>) ->
         return deny("no signature verifier configured".into());
     }
     let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    let ok: Vec<String> = ok.into_iter().filter_map(Result::ok).collect();
+    let ok: Vec<Satisfied> = ok.into_iter().filter_map(Result::ok).collect();
     let failed: Vec<String> = failed.into_iter().filter_map(Result::err).collect();
-    let allow = |by: String| Verdict::Allow { policy: policy.into(), by, vouches: true };
+    // One scheme per verdict, for a bounded label: the first satisfied
+    // authority's (cosign authorities come first). Every signer is named.
+    let allow = |sep: &str| {
+        let signers: Vec<&str> = ok.iter().filter_map(|s| s.signer.as_deref()).collect();
+        Verdict::Allow {
+            policy: policy.into(),
+            by: ok.iter().map(|s| s.by.as_str()).collect::<Vec<_>>().join(sep),
+            vouches: true,
+            scheme: ok.first().map_or(Scheme::None, |s| s.scheme),
+            signer: (!signers.is_empty()).then(|| signers.join("; ")),
+            would_refuse: None,
+        }
+    };
     match require {
-        Require::Any if !ok.is_empty() => allow(ok.join(", ")),
-        Require::All if failed.is_empty() => allow(ok.join(" and ")),
+        Require::Any if !ok.is_empty() => allow(", "),
+        Require::All if failed.is_empty() => allow(" and "),
         Require::Any => deny(summarize(&failed)),
         Require::All => deny(format!("require = \"all\" and {}", summarize(&failed))),
     }
@@ -92,7 +142,7 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> AuthorityResult {
-        Ok(s.into())
+        Ok(Satisfied { by: s.into(), scheme: Scheme::Cosign, signer: Some(format!("signer of {s}")) })
     }
     fn no(s: &str) -> AuthorityResult {
         Err(s.into())
@@ -127,6 +177,15 @@ mod tests {
                 Verdict::Deny { policy: Some("p".into()), reason: "no signature verifier configured".into() }
             );
         }
+    }
+
+    #[test]
+    fn an_allow_carries_the_scheme_and_every_signer() {
+        let notation = Ok(Satisfied { by: "n".into(), scheme: Scheme::Notation, signer: Some("CN=n".into()) });
+        let v = combine("p", Require::All, vec![ok("a"), notation]);
+        let Verdict::Allow { scheme, signer, by, would_refuse, .. } = v else { panic!("{v:?}") };
+        assert_eq!((scheme, signer.as_deref(), by.as_str()), (Scheme::Cosign, Some("signer of a; CN=n"), "a and n"));
+        assert_eq!(would_refuse, None);
     }
 
     #[test]

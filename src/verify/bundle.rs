@@ -195,6 +195,19 @@ pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> 
     verify_bundle_times(auth, json, exp).map(|_| ())
 }
 
+/// Who made a bundle that verified with `auth`, for the audit trail (see
+/// [`cosign::signer_of_layer`]).
+pub fn signer_of_bundle(auth: &CosignAuthority, json: &[u8]) -> Option<String> {
+    match auth {
+        CosignAuthority::Key { key, .. } => Some(cosign::key_fingerprint(key)),
+        CosignAuthority::Certificate { .. } => {
+            let bundle: BundleJson = serde_json::from_slice(json).ok()?;
+            let (leaf, _) = bundle_certificates(bundle.material.as_ref()?).ok()?;
+            Some(cosign::certificate_identity(&leaf))
+        }
+    }
+}
+
 /// [`verify_bundle`], returning the verified time sources the certificate was checked at (for a
 /// key authority: the Rekor time, if a log entry was required).
 pub fn verify_bundle_times(

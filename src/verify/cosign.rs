@@ -639,6 +639,29 @@ pub fn verify_layer(auth: &CosignAuthority, layer: &SignatureLayer, exp: &Expect
     check_payload(payload, exp)
 }
 
+/// Who made a layer's signature that verified with `auth`, for the audit
+/// trail: the key's fingerprint, or the signing certificate's subject and SANs.
+pub fn signer_of_layer(auth: &CosignAuthority, layer: &SignatureLayer) -> Option<String> {
+    match auth {
+        CosignAuthority::Key { key, .. } => Some(key_fingerprint(key)),
+        CosignAuthority::Certificate { .. } => {
+            signature_certificates(&layer.annotations).ok().map(|(leaf, _)| certificate_identity(&leaf))
+        }
+    }
+}
+
+/// `sha256:<hex>` of the key's SubjectPublicKeyInfo DER: what
+/// `openssl pkey -pubin -outform der | sha256sum` prints for the PEM file.
+pub fn key_fingerprint(key: &PublicKey) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(key.spki_der())))
+}
+
+/// `subject=<DN> san=<SAN>[,<SAN>…]`; Fulcio leaves have an empty subject.
+pub fn certificate_identity(leaf: &Certificate) -> String {
+    let sans: Vec<String> = x509::san_identities(leaf).iter().take(4).map(|s| truncate(s, 200)).collect();
+    format!("subject={} san={}", truncate(leaf.subject(), 200), sans.join(","))
+}
+
 /// What a certificate authority requires of a signing certificate, whatever the signature format:
 /// a path to its roots valid at `at` (the proven signing time, or now), the code-signing usage, the
 /// identity and the issuer. `chain` holds the certificates the signature brought along.

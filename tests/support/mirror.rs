@@ -163,15 +163,16 @@ impl Sigmirror {
     }
 
     /// The value of the first `/metrics` line starting with `line_prefix`
-    /// (metric name and labels), or 0 when there is none yet.
+    /// (metric name and labels), or 0 when there is none yet. A prefix that
+    /// closes its labels (`…{kind="blob"}`) sums every series that has those
+    /// labels first and more after them (`…{kind="blob",status_class="2xx"}`).
     pub fn metric(&self, line_prefix: &str) -> u64 {
         let text = http("GET", &format!("{}/metrics", self.url()), &[]).text();
-        text.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|v| v as u64)
-            .unwrap_or(0)
+        let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let Some(open) = line_prefix.strip_suffix('}').map(|p| format!("{p},")) else {
+            return text.lines().find(|l| l.starts_with(line_prefix)).map(value).unwrap_or(0.0) as u64;
+        };
+        text.lines().filter(|l| l.starts_with(line_prefix) || l.starts_with(&open)).map(value).sum::<f64>() as u64
     }
 
     pub fn config_path(&self) -> &Path {

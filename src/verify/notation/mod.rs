@@ -152,6 +152,20 @@ impl NotationVerifier {
         }
     }
 
+    /// The subject of the certificate that signed an envelope `verify`
+    /// accepted, as notation names it (`CN=…,O=…`), for the audit trail.
+    /// Parsed again rather than carried in [`Outcome`]: only allows need it.
+    pub fn signer_of(envelope_media_type: &str, envelope: &[u8]) -> Option<String> {
+        let env = match envelope_media_type {
+            MEDIA_TYPE_JWS => jws::parse(envelope),
+            MEDIA_TYPE_COSE => cose::parse(envelope),
+            _ => return None,
+        }
+        .ok()?;
+        let leaf = chain::parse(env.chain.first()?).ok()?;
+        Some(leaf.go_subject())
+    }
+
     fn evaluate(
         &self,
         run: &mut Run,
