@@ -35,12 +35,14 @@ pub mod blob;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod listing;
 pub mod metrics;
 pub mod mirror;
 pub mod oci;
 pub mod pins;
 pub mod policy;
+pub mod reload;
 pub mod response;
 pub mod server;
 pub mod upstream;
@@ -61,7 +63,17 @@ use crate::policy::PolicySet;
 /// Loads and validates a config file and everything it points at. Returns
 /// every problem at once.
 pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {
-    let (config, section, mut checker) = Config::load(path)?;
+    load_watching(path).0
+}
+
+/// [`load`], and every path it read or tried to read (the config file
+/// first): what a reload watches, even when the config was rejected.
+pub fn load_watching(path: &std::path::Path) -> (Result<Mirror, Problems>, Vec<std::path::PathBuf>) {
+    let (config, section, mut checker) = match Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(problems) => return (Err(problems), vec![path.to_path_buf()]),
+    };
+    let watched = config.watched.clone();
     let policies = PolicySet::build(&section, &mut checker);
     if let Some(f) = &config.pins_file {
         if let Err(e) = pins::PinsFile::from_json(&f.bytes) {
@@ -72,21 +84,33 @@ pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {
             );
         }
     }
-    if !checker.problems.is_empty() {
-        return Err(Problems(checker.problems));
-    }
-    Mirror::new(config, policies).map_err(|e| {
-        checker.problem("upstream", e, "check ca_file and the upstream url");
-        Problems(checker.problems)
-    })
-}
-
-/// Serves until `shutdown` completes, then lets open connections finish.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let tls = match &app.mirror().config.tls {
-        Some((cert, key)) => Some(tls_acceptor(&cert.bytes, &key.bytes)?),
+    let tls = match &config.tls {
+        Some((cert, key)) => match tls_acceptor(&cert.bytes, &key.bytes) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                checker.problem(
+                    "tls_key",
+                    format!("{} and {}: {e:#}", cert.name, key.name),
+                    "point tls_cert at the PEM certificate chain (leaf first) and tls_key at its private key",
+                );
+                None
+            }
+        },
         None => None,
     };
+    if !checker.problems.is_empty() {
+        return (Err(Problems(checker.problems)), watched);
+    }
+    let mirror = Mirror::new(config, policies).map_err(|e| {
+        checker.problem("upstream", e, "check ca_file and the upstream url");
+        Problems(checker.problems)
+    });
+    (mirror.map(|m| Mirror { tls, ..m }), watched)
+}
+
+/// Serves until `shutdown` completes, then drains: stops accepting, turns
+/// `/readyz` not-ready, and gives requests in flight `drain_secs` to finish.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -103,10 +127,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Per connection, so a reloaded certificate applies to new connections.
+        let tls = app.mirror().tls.clone();
         let app = app.clone();
         let service = hyper::service::service_fn(move |req| server::handle(app.clone(), req));
         let builder = auto::Builder::new(TokioExecutor::new());
-        match &tls {
+        match tls {
             None => {
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -117,7 +143,6 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 });
             }
             Some(acceptor) => {
-                let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let stream =
@@ -134,15 +159,24 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             }
         }
     }
+    // Not ready first, then no new connections: a load balancer that still
+    // sends one gets a refused connection and retries elsewhere.
+    app.health.start_draining();
+    drop(listener);
+    let drain = app.mirror().config.drain;
+    tracing::info!("draining: no new connections; requests in flight have {} s to finish", drain.as_secs());
     tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),
+        _ = graceful.shutdown() => tracing::info!("drained"),
+        _ = tokio::time::sleep(drain) => tracing::warn!("requests still in flight after drain_secs = {}; closing", drain.as_secs()),
     }
     Ok(())
 }
 
 fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        anyhow::bail!("tls_cert holds no PEM certificate");
+    }
     let key = rustls_pemfile::private_key(&mut &key_pem[..])?
         .ok_or_else(|| anyhow::anyhow!("tls_key holds no private key"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

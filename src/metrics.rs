@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +36,12 @@ pub struct UpstreamLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// "ok" or "error".
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -42,6 +49,8 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     pub tag_moves: Family<PolicyLabels, Counter>,
     pub blob_digest_mismatches: Counter,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_stale: Gauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -60,7 +69,24 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Blob responses aborted because upstream bytes did not match the digest",
         blob_digest_mismatches.clone(),
     );
-    Metrics { registry, decisions, verifications, upstream_requests, tag_moves, blob_digest_mismatches }
+    let config_reloads = Family::<ResultLabels, Counter>::default();
+    registry.register("config_reloads", "Config reloads by result", config_reloads.clone());
+    let config_stale = Gauge::default();
+    registry.register(
+        "config_stale",
+        "1 when the last reload was rejected and an older config is in force",
+        config_stale.clone(),
+    );
+    Metrics {
+        registry,
+        decisions,
+        verifications,
+        upstream_requests,
+        tag_moves,
+        blob_digest_mismatches,
+        config_reloads,
+        config_stale,
+    }
 });
 
 impl Metrics {

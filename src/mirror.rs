@@ -45,6 +45,8 @@ pub struct Mirror {
     pub manifests: ManifestCache,
     pub children: VerifiedChildren,
     pub blobs: AllowedBlobs,
+    /// The listener's TLS, from `tls_cert` and `tls_key` (set by `lib::load`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Mirror {
@@ -64,6 +66,7 @@ impl Mirror {
             config,
             policies,
             upstreams,
+            tls: None,
         })
     }
 
