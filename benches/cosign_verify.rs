@@ -55,7 +55,8 @@ fn vectors() -> PathBuf {
 /// The key file is read relative to the directory of the (nonexistent)
 /// config path the `Checker` is given.
 fn authority() -> CosignAuthority {
-    let text = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r\"\nurl = \"http://127.0.0.1:1\"\n\
+    let text =
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r\"\nurl = \"http://127.0.0.1:1\"\n\
                 [[policy]]\nname = \"bench\"\nscope = [\"*\"]\ncosign_keys = [\"cosign.pub\"]\n";
     let (_, section, mut c) =
         Config::from_str(text, Checker::new(&vectors().join("sigmirror.toml"))).expect("config toml");

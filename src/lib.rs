@@ -28,6 +28,19 @@
 //! policy allowed (`cache::AllowedBlobs`, filled by `decide`), and
 //! `blob::serve` streams and hashes them, aborting on a mismatch. Tag lists and referrers (`listing`) are
 //! parsed, checked and re-serialised, never relayed.
+//!
+//! # Life of the process
+//!
+//! `load` reads the config and every file it names once into validated
+//! types (`config`), builds the verifiers from them (`policy`, `verify`) and
+//! the TLS acceptor, and reports every problem at once. `app::App::start`
+//! opens the data directory and pin store before the listening line.
+//! `App` holds the current `Mirror` behind an atomic swap: `reload::watch`
+//! reloads on SIGHUP and on any change of a watched file, swapping in a new
+//! mirror (with empty caches) only when everything validates; requests in
+//! flight keep the mirror they started with. `/healthz` and `/readyz`
+//! (`health`) report liveness, readiness and a stale config; on SIGTERM
+//! `run` stops accepting and drains for `drain_secs`.
 
 pub mod app;
 pub mod audit;
