@@ -38,7 +38,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use time::OffsetDateTime;
 
 use sigmirror::cache::{VerdictCache, VerdictKey};
-use sigmirror::config::{Checker, RawPolicy};
+use sigmirror::config::{Checker, Config};
 use sigmirror::oci::Digest;
 use sigmirror::policy::Verdict;
 use sigmirror::upstream::UpstreamError;
@@ -52,13 +52,15 @@ fn vectors() -> PathBuf {
 }
 
 /// The `cosign.pub` authority, built the way the config loader builds it.
-/// `Checker` only reads the key file relative to the directory of the
-/// (nonexistent) config path it is given.
+/// The key file is read relative to the directory of the (nonexistent)
+/// config path the `Checker` is given.
 fn authority() -> CosignAuthority {
-    let raw: RawPolicy =
-        toml::from_str("name = \"bench\"\nscope = [\"*\"]\ncosign_keys = [\"cosign.pub\"]\n").expect("policy toml");
-    let mut c = Checker::new(&vectors().join("sigmirror.toml"));
-    let mut auths = CosignAuthority::from_policy(0, &raw, &mut c);
+    let text =
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r\"\nurl = \"http://127.0.0.1:1\"\n\
+                [[policy]]\nname = \"bench\"\nscope = [\"*\"]\ncosign_keys = [\"cosign.pub\"]\n";
+    let (_, section, mut c) =
+        Config::from_str(text, Checker::new(&vectors().join("sigmirror.toml"))).expect("config toml");
+    let mut auths = CosignAuthority::from_policy(&section.policy[0], &mut c);
     assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     assert_eq!(auths.len(), 1);
     auths.remove(0)

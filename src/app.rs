@@ -1,15 +1,26 @@
 //! The running service: the current [`Mirror`] and what outlives it, the pin
-//! store and what immutable tags have seen.
+//! store and what immutable tags have seen, and the health `/readyz` reports.
+//!
+//! The mirror sits behind an atomic swap. A request takes its `Arc<Mirror>`
+//! once ([`App::mirror`]) and keeps it to the end, so it sees one config
+//! whole; a reload ([`App::replace`]) only changes what later requests take.
+//! A new mirror starts with empty caches, so no verdict made under old trust
+//! material is ever reused (the policy fingerprint in every verdict key,
+//! which covers the trust material, would keep them apart too).
 
+use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::blobstore::BlobStore;
+use crate::health::Health;
 use crate::mirror::Mirror;
 use crate::pins::guard::TagGuard;
 use crate::pins::{PinStore, PinsFile};
 
 pub struct App {
-    mirror: Arc<Mirror>,
+    mirror: ArcSwap<Mirror>,
     /// `None` when the process runs without a pin store (in-process tests
     /// that do not pin).
     pub tags: Option<TagGuard>,
@@ -17,24 +28,37 @@ pub struct App {
     /// that run without one. Outlives config reloads: its files are
     /// verified content, whatever the policies say.
     pub blobs: Option<Arc<BlobStore>>,
+    pub health: Health,
 }
 
 impl App {
     pub fn new(mirror: Mirror, pins: Option<PinStore>) -> App {
         let every = mirror.config.pin_revalidate;
-        App { tags: pins.map(|store| TagGuard::new(store, every)), mirror: Arc::new(mirror), blobs: None }
+        App {
+            tags: pins.map(|store| TagGuard::new(store, every)),
+            mirror: ArcSwap::from_pointee(mirror),
+            health: Health::default(),
+            blobs: None,
+        }
     }
 
     /// The mirror a request uses from start to end.
     pub fn mirror(&self) -> Arc<Mirror> {
-        self.mirror.clone()
+        self.mirror.load_full()
     }
 
-    /// What `sigmirror serve` starts: the pin store opened, `pins_file`
-    /// applied, and the recorded tag moves loaded. Fails closed: without the
-    /// moves a moved tag would be served. The `Err` is the message to print.
+    /// Makes `mirror` the one new requests see; requests running keep theirs.
+    pub fn replace(&self, mirror: Mirror) {
+        self.mirror.store(Arc::new(mirror));
+    }
+
+    /// What `sigmirror serve` starts: the data directory checked, the pin
+    /// store opened, `pins_file` applied, and the recorded tag moves loaded.
+    /// Fails closed: without the moves a moved tag would be served. The `Err`
+    /// is the message to print.
     pub async fn start(mirror: Mirror) -> Result<App, String> {
         let cfg = &mirror.config;
+        data_dir_writable(&cfg.data_dir)?;
         let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref())
             .await
             .map_err(|e| format!("cannot open the pin store: {e}"))?;
@@ -75,4 +99,39 @@ impl App {
         }
         Ok(app)
     }
+}
+
+/// What `check-config` can check of the stores without taking them from a
+/// running server: the data directory is writable, and the pin store is
+/// reachable and writable (PostgreSQL: connected and its schema migrated;
+/// embedded: its file, when there is one, opens for writing; the lock a
+/// running server holds is not taken).
+pub async fn check_stores(mirror: &Mirror) -> Result<(), String> {
+    let cfg = &mirror.config;
+    data_dir_writable(&cfg.data_dir)?;
+    match cfg.pin_store.as_deref() {
+        Some(url) => PinStore::open(&cfg.data_dir, Some(url))
+            .await
+            .map(drop)
+            .map_err(|e| format!("cannot open the pin store: {e}")),
+        None => {
+            let file = cfg.data_dir.join("pins.redb");
+            match std::fs::OpenOptions::new().read(true).write(true).open(&file) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("cannot open the pin store {}: {e}", file.display())),
+            }
+        }
+    }
+}
+
+/// The data directory exists (or is created) and takes a file: found before
+/// the listening line rather than at the first pin.
+fn data_dir_writable(dir: &Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("data_dir {} is not writable: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".sigmirror-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }

@@ -42,10 +42,20 @@ pub struct RawConfig {
     /// detect moves. 0 checks on every fetch (still in the background).
     #[serde(default = "default_pin_revalidate")]
     pub pin_revalidate_secs: u64,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    #[serde(default = "default_drain")]
+    pub drain_secs: u64,
 }
 
 fn default_pin_revalidate() -> u64 {
     60
+}
+
+/// Kubernetes sends SIGKILL 30 s after SIGTERM by default
+/// (`terminationGracePeriodSeconds`); 25 s lets a slow blob finish and still
+/// leaves the process time to exit on its own.
+fn default_drain() -> u64 {
+    25
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -240,12 +250,15 @@ pub struct Checker {
     file: PathBuf,
     base: PathBuf,
     pub problems: Vec<Problem>,
+    /// Every path the config made us read (or try to), the config file first:
+    /// what a reload watches.
+    pub watched: Vec<PathBuf>,
 }
 
 impl Checker {
     pub fn new(file: &Path) -> Checker {
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Checker { file: file.to_path_buf(), base, problems: Vec::new() }
+        Checker { file: file.to_path_buf(), base, problems: Vec::new(), watched: vec![file.to_path_buf()] }
     }
 
     pub fn problem(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
@@ -269,6 +282,7 @@ impl Checker {
     /// Reads a trust file, or records why it cannot be read.
     pub fn read(&mut self, key: &str, p: &Path) -> Option<TrustFile> {
         let path = self.resolve(p);
+        self.watched.push(path.clone());
         match std::fs::metadata(&path) {
             Ok(m) if m.len() > MAX_TRUST_FILE => {
                 self.problem(
@@ -281,7 +295,7 @@ impl Checker {
             _ => {}
         }
         match std::fs::read(&path) {
-            Ok(bytes) => Some(TrustFile { name: p.display().to_string(), path, bytes }),
+            Ok(bytes) => Some(TrustFile { key: key.to_string(), name: p.display().to_string(), path, bytes }),
             Err(e) => {
                 self.problem(
                     key,
@@ -292,6 +306,14 @@ impl Checker {
             }
         }
     }
+
+    /// A file key that may be unset: read when set.
+    fn setting(&mut self, key: &str, p: Option<&PathBuf>) -> FileSetting {
+        match p {
+            None => FileSetting::Unset,
+            Some(p) => self.read(key, p).map_or(FileSetting::Unreadable, FileSetting::Read),
+        }
+    }
 }
 
 /// Trust material files are small; a huge file is a mistake, not a key.
@@ -300,10 +322,76 @@ const MAX_TRUST_FILE: u64 = 16 << 20;
 /// A file of trust material with its bytes, read once at load.
 #[derive(Clone, Debug)]
 pub struct TrustFile {
+    /// The config key that names it (`policy[0].cosign_keys[1]`), for problems.
+    pub key: String,
     /// The path as written in the config, used in refusal messages.
     pub name: String,
     pub path: PathBuf,
     pub bytes: Vec<u8>,
+}
+
+/// A file key of the config after loading. `Unreadable` means the problem is
+/// already recorded; consumers must still treat the entry as broken, so a
+/// file that could not be read never leaves an entry trusting more.
+#[derive(Clone, Debug)]
+pub enum FileSetting {
+    Unset,
+    Unreadable,
+    Read(TrustFile),
+}
+
+impl FileSetting {
+    pub fn is_set(&self) -> bool {
+        !matches!(self, FileSetting::Unset)
+    }
+}
+
+/// A `[[policy]]` table with every file it names read, for
+/// `policy::PolicySet::build` and the verifiers to validate.
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    /// Its place in the file, for problem keys (`policy[2].scope`).
+    pub index: usize,
+    pub name: String,
+    pub scope: Vec<String>,
+    pub mode: Mode,
+    pub require: Require,
+    /// `Read` or `Unreadable`, in the order written.
+    pub cosign_keys: Vec<FileSetting>,
+    pub cosign_certificates: Vec<CosignCertificateConfig>,
+    /// `Read` or `Unreadable`, in the order written.
+    pub rekor_keys: Vec<FileSetting>,
+    pub signature_repository: Option<String>,
+    pub docker_reference: Option<String>,
+    pub dangerous_accept_unbound_bundles: bool,
+    pub notation: bool,
+    pub immutable_tags: Vec<String>,
+    pub on_tag_move: OnTagMove,
+    /// The table as written (paths, not file contents), serialised: the part
+    /// of the policy fingerprint that the trust material does not cover.
+    pub settings: Vec<u8>,
+}
+
+/// One `[[policy.cosign_certificates]]` entry, its files read.
+#[derive(Clone, Debug)]
+pub struct CosignCertificateConfig {
+    /// `policy[i].cosign_certificates[j]`, the prefix of its problem keys.
+    pub key: String,
+    pub roots: FileSetting,
+    pub sigstore_trusted_root: FileSetting,
+    pub identity: Option<String>,
+    pub identity_regexp: Option<String>,
+    pub issuer: Option<String>,
+    pub rekor_key: FileSetting,
+}
+
+/// `[notation]`: the trust policy read, and the trust store directory
+/// resolved. The store is read by `verify::notation`, because which of its
+/// named stores are read depends on the trust policy.
+#[derive(Clone, Debug)]
+pub struct NotationConfig {
+    pub trust_policy: FileSetting,
+    pub trust_store: PathBuf,
 }
 
 /// A validated upstream registry.
@@ -345,18 +433,85 @@ pub struct Config {
     pub pin_store: Option<String>,
     /// The pins file, read; `lib::load` checks that it parses.
     pub pins_file: Option<TrustFile>,
+    /// `drain_secs`.
+    pub drain: Duration,
+    /// The config file and every file and directory it references: what a
+    /// reload watches for changes.
+    pub watched: Vec<PathBuf>,
 }
 
 /// The parts of the file that `policy::PolicySet::build` validates: the
 /// policies and the Notation trust material they share.
 pub struct PolicySection {
-    pub policy: Vec<RawPolicy>,
-    pub notation: Option<RawNotation>,
+    pub policy: Vec<PolicyConfig>,
+    pub notation: Option<NotationConfig>,
 }
 
-impl From<RawConfig> for PolicySection {
-    fn from(raw: RawConfig) -> PolicySection {
-        PolicySection { policy: raw.policy, notation: raw.notation }
+impl PolicySection {
+    /// Reads every file the policies and `[notation]` name. Problems reading
+    /// go to `c`; the rest is validated by `policy::PolicySet::build`.
+    fn load(raw: &RawConfig, c: &mut Checker) -> PolicySection {
+        // Notation first, as the policies are built after it.
+        let notation = raw.notation.as_ref().map(|n| {
+            let trust_policy = c.setting("notation.trust_policy", Some(&n.trust_policy));
+            let trust_store = c.resolve(&n.trust_store);
+            c.watched.push(trust_store.clone());
+            NotationConfig { trust_policy, trust_store }
+        });
+        let policy = raw.policy.iter().enumerate().map(|(i, p)| policy_config(i, p, c)).collect();
+        PolicySection { policy, notation }
+    }
+}
+
+fn policy_config(i: usize, p: &RawPolicy, c: &mut Checker) -> PolicyConfig {
+    let files = |c: &mut Checker, what: &str, paths: &[PathBuf]| -> Vec<FileSetting> {
+        paths.iter().enumerate().map(|(j, f)| c.setting(&format!("policy[{i}].{what}[{j}]"), Some(f))).collect()
+    };
+    // In the order the verifiers report on them.
+    let rekor_keys = files(c, "rekor_keys", &p.rekor_keys);
+    let cosign_keys = files(c, "cosign_keys", &p.cosign_keys);
+    let cosign_certificates = p
+        .cosign_certificates
+        .iter()
+        .enumerate()
+        .map(|(j, cc)| {
+            let key = format!("policy[{i}].cosign_certificates[{j}]");
+            // Both set is a contradiction the verifier reports; neither file
+            // is read (or reported unreadable) then, as it would not be used.
+            let (roots, sigstore_trusted_root) = match (&cc.roots, &cc.sigstore_trusted_root) {
+                (Some(_), Some(_)) => (FileSetting::Unreadable, FileSetting::Unreadable),
+                (r, t) => (
+                    c.setting(&format!("{key}.roots"), r.as_ref()),
+                    c.setting(&format!("{key}.sigstore_trusted_root"), t.as_ref()),
+                ),
+            };
+            CosignCertificateConfig {
+                roots,
+                sigstore_trusted_root,
+                rekor_key: c.setting(&format!("{key}.rekor_key"), cc.rekor_key.as_ref()),
+                identity: cc.identity.clone(),
+                identity_regexp: cc.identity_regexp.clone(),
+                issuer: cc.issuer.clone(),
+                key,
+            }
+        })
+        .collect();
+    PolicyConfig {
+        index: i,
+        name: p.name.clone(),
+        scope: p.scope.clone(),
+        mode: p.mode,
+        require: p.require,
+        cosign_keys,
+        cosign_certificates,
+        rekor_keys,
+        signature_repository: p.signature_repository.clone(),
+        docker_reference: p.docker_reference.clone(),
+        dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
+        notation: p.notation,
+        immutable_tags: p.immutable_tags.clone(),
+        on_tag_move: p.on_tag_move,
+        settings: serde_json::to_vec(p).unwrap_or_default(),
     }
 }
 
@@ -431,13 +586,17 @@ impl Config {
             pin_revalidate: Duration::from_secs(raw.pin_revalidate_secs),
             pin_store: validate_pin_store(raw.pin_store.as_deref(), &mut c),
             pins_file: raw.pins_file.as_ref().and_then(|f| c.read("pins_file", f)),
+            drain: Duration::from_secs(raw.drain_secs),
+            watched: Vec::new(),
         };
         if config.allow_ttl.is_zero() {
             c.problem("cache.allow_ttl_secs", "must be at least 1", "set a few minutes, for example 300");
         }
+        let section = PolicySection::load(&raw, &mut c);
+        let config = Config { watched: c.watched.clone(), ..config };
         // Problems so far stay in the checker: the caller validates the
         // policies too and then reports everything at once.
-        Ok((config, raw.into(), c))
+        Ok((config, section, c))
     }
 
     /// The upstream for a request: the one whose `registry` equals `ns`, or the
@@ -619,4 +778,25 @@ fn validate_pin_store(url: Option<&str>, c: &mut Checker) -> Option<String> {
         "write postgres://user:password@host/db, or remove the key for the embedded store under data_dir",
     );
     None
+}
+
+/// For unit tests of the verifiers: one `[[policy]]` table (name and scope
+/// supplied) loaded with paths relative to `base`, and its checker.
+#[cfg(test)]
+pub(crate) fn policy_fragment(base: &Path, fragment: &str) -> (PolicyConfig, Checker) {
+    let raw: RawPolicy = toml::from_str(&format!("name = \"t\"\nscope = [\"*\"]\n{fragment}")).expect("policy toml");
+    let mut c = Checker::new(&base.join("sigmirror.toml"));
+    let p = policy_config(0, &raw, &mut c);
+    (p, c)
+}
+
+/// For unit tests of the Notation verifier: a `[notation]` table loaded with
+/// paths relative to `base`, and its checker.
+#[cfg(test)]
+pub(crate) fn notation_fragment(base: &Path, trust_policy: &str, trust_store: &str) -> (NotationConfig, Checker) {
+    let mut c = Checker::new(&base.join("sigmirror.toml"));
+    let raw = RawNotation { trust_policy: trust_policy.into(), trust_store: trust_store.into() };
+    let trust_policy = c.setting("notation.trust_policy", Some(&raw.trust_policy));
+    let n = NotationConfig { trust_policy, trust_store: c.resolve(&raw.trust_store) };
+    (n, c)
 }

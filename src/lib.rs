@@ -34,6 +34,19 @@
 //! policy allowed (`cache::AllowedBlobs`, filled by `decide`), and
 //! `blob::serve` streams and hashes them, aborting on a mismatch. Tag lists and referrers (`listing`) are
 //! parsed, checked and re-serialised, never relayed.
+//!
+//! # Life of the process
+//!
+//! `load` reads the config and every file it names once into validated
+//! types (`config`), builds the verifiers from them (`policy`, `verify`) and
+//! the TLS acceptor, and reports every problem at once. `app::App::start`
+//! opens the data directory and pin store before the listening line.
+//! `App` holds the current `Mirror` behind an atomic swap: `reload::watch`
+//! reloads on SIGHUP and on any change of a watched file, swapping in a new
+//! mirror (with empty caches) only when everything validates; requests in
+//! flight keep the mirror they started with. `/healthz` and `/readyz`
+//! (`health`) report liveness, readiness and a stale config; on SIGTERM
+//! `run` stops accepting and drains for `drain_secs`.
 
 pub mod app;
 pub mod audit;
@@ -42,12 +55,14 @@ pub mod blobstore;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod listing;
 pub mod metrics;
 pub mod mirror;
 pub mod oci;
 pub mod pins;
 pub mod policy;
+pub mod reload;
 pub mod response;
 pub mod server;
 pub mod tls;
@@ -69,7 +84,17 @@ use crate::policy::PolicySet;
 /// Loads and validates a config file and everything it points at. Returns
 /// every problem at once.
 pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {
-    let (config, section, mut checker) = Config::load(path)?;
+    load_watching(path).0
+}
+
+/// [`load`], and every path it read or tried to read (the config file
+/// first): what a reload watches, even when the config was rejected.
+pub fn load_watching(path: &std::path::Path) -> (Result<Mirror, Problems>, Vec<std::path::PathBuf>) {
+    let (config, section, mut checker) = match Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(problems) => return (Err(problems), vec![path.to_path_buf()]),
+    };
+    let watched = config.watched.clone();
     let policies = PolicySet::build(&section, &mut checker);
     if let Some(f) = &config.pins_file {
         if let Err(e) = pins::PinsFile::from_json(&f.bytes) {
@@ -80,21 +105,39 @@ pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {
             );
         }
     }
-    if !checker.problems.is_empty() {
-        return Err(Problems(checker.problems));
-    }
-    Mirror::new(config, policies).map_err(|e| {
-        checker.problem("upstream", e, "check ca_file and the upstream url");
-        Problems(checker.problems)
-    })
-}
-
-/// Serves until `shutdown` completes, then lets open connections finish.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let tls = match tls::TlsFiles::of(&app.mirror().config) {
-        Some(files) => Some(tls::acceptor(&files)?),
+    let tls = match tls::TlsFiles::of(&config) {
+        Some(files) => match tls::acceptor(&files) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                let key = match e {
+                    tls::TlsError::Cert(_) => "tls_cert",
+                    tls::TlsError::ClientCa(_) => "client_ca",
+                    tls::TlsError::Key(_) | tls::TlsError::Rustls(_) => "tls_key",
+                };
+                let names = format!("{} and {}", files.cert.name, files.key.name);
+                checker.problem(
+                    key,
+                    format!("{names}: {e}"),
+                    "point tls_cert at the PEM certificate chain (leaf first) and tls_key at its private key",
+                );
+                None
+            }
+        },
         None => None,
     };
+    if !checker.problems.is_empty() {
+        return (Err(Problems(checker.problems)), watched);
+    }
+    let mirror = Mirror::new(config, policies).map_err(|e| {
+        checker.problem("upstream", e, "check ca_file and the upstream url");
+        Problems(checker.problems)
+    });
+    (mirror.map(|m| Mirror { tls, ..m }), watched)
+}
+
+/// Serves until `shutdown` completes, then drains: stops accepting, turns
+/// `/readyz` not-ready, and gives requests in flight `drain_secs` to finish.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -111,10 +154,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Per connection, so a reloaded certificate applies to new connections.
+        let tls = app.mirror().tls.clone();
         let app = app.clone();
         let service = hyper::service::service_fn(move |req| server::handle(app.clone(), peer, req));
         let builder = auto::Builder::new(TokioExecutor::new());
-        match &tls {
+        match tls {
             None => {
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -125,7 +170,6 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 });
             }
             Some(acceptor) => {
-                let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let stream =
@@ -142,9 +186,15 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             }
         }
     }
+    // Not ready first, then no new connections: a load balancer that still
+    // sends one gets a refused connection and retries elsewhere.
+    app.health.start_draining();
+    drop(listener);
+    let drain = app.mirror().config.drain;
+    tracing::info!("draining: no new connections; requests in flight have {} s to finish", drain.as_secs());
     tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),
+        _ = graceful.shutdown() => tracing::info!("drained"),
+        _ = tokio::time::sleep(drain) => tracing::warn!("requests still in flight after drain_secs = {}; closing", drain.as_secs()),
     }
     Ok(())
 }

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command {
             Command::Serve { config } => serve(config).await,
-            Command::CheckConfig { config } => check_config(config),
+            Command::CheckConfig { config } => check_config(config).await,
             Command::Verify { config, image } => verify(config, image).await,
             Command::Pins { config, action } => pins(config, action).await,
         }
@@ -99,12 +99,31 @@ fn load(config: &std::path::Path) -> Result<Mirror, ExitCode> {
 }
 
 async fn serve(config: PathBuf) -> ExitCode {
+    // First of all: without a handler, a SIGHUP (a reload request) would
+    // end the process.
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP, reload on file change only: {e}");
+            None
+        }
+    };
     let state = match load(&config) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let addr = state.config.listen;
     let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    let (policies, upstreams) = (state.policies.policies.len(), state.upstreams.len());
+    // Everything opened before the listening line, which tests, scripts and
+    // probes take to mean "serving".
+    let app = match App::start(state).await {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -113,23 +132,15 @@ async fn serve(config: PathBuf) -> ExitCode {
         }
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(
-        policies = state.policies.policies.len(),
-        upstreams = state.upstreams.len(),
-        "sigmirror listening on {scheme}://{bound}"
-    );
+    tracing::info!(policies, upstreams, "sigmirror listening on {scheme}://{bound}");
     // Tests and scripts read the bound address (port 0 picks one) from stdout.
     let mut out = tokio::io::stdout();
     let _ = out.write_all(format!("sigmirror listening on {scheme}://{bound}\n").as_bytes()).await;
     let _ = out.flush().await;
-    let app = match App::start(state).await {
-        Ok(app) => Arc::new(app),
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match sigmirror::run(listener, app, shutdown_signal()).await {
+    let watcher = tokio::spawn(sigmirror::reload::watch(app.clone(), config, hup));
+    let result = sigmirror::run(listener, app, shutdown_signal()).await;
+    watcher.abort();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sigmirror stopped: {e:#}");
@@ -150,9 +161,15 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn check_config(config: PathBuf) -> ExitCode {
+/// Everything `serve` would refuse to start with: the config and its trust
+/// and TLS material (`load`), the data directory and the pin store.
+async fn check_config(config: PathBuf) -> ExitCode {
     match sigmirror::load(&config) {
         Ok(state) => {
+            if let Err(e) = sigmirror::app::check_stores(&state).await {
+                print!("1 problem(s) in the configuration:\n  - {}: {e}\n", config.display());
+                return ExitCode::from(1);
+            }
             println!(
                 "{}: OK ({} upstream(s), {} policy(ies))",
                 config.display(),

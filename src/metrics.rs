@@ -76,6 +76,12 @@ pub struct BuildLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// "ok" or "error".
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -95,6 +101,8 @@ pub struct Metrics {
     pub blob_cache_corrupt: Counter,
     pub blob_cache_evictions: Counter,
     pub build_info: Family<BuildLabels, Gauge>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_stale: Gauge,
 }
 
 /// Seconds, from a cached verdict's recheck (milliseconds) to a slow
@@ -168,6 +176,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let build_info = Family::<BuildLabels, Gauge>::default();
     registry.register("build_info", "Always 1; the version label names the running build", build_info.clone());
     build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+    let config_reloads = Family::<ResultLabels, Counter>::default();
+    registry.register("config_reloads", "Config reloads by result", config_reloads.clone());
+    let config_stale = Gauge::default();
+    registry.register(
+        "config_stale",
+        "1 when the last reload was rejected and an older config is in force",
+        config_stale.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -185,6 +201,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         blob_cache_corrupt,
         blob_cache_evictions,
         build_info,
+        config_reloads,
+        config_stale,
     }
 });
 

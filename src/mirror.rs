@@ -48,6 +48,8 @@ pub struct Mirror {
     pub blobs: AllowedBlobs,
     /// Where this config's decisions are written (`[audit] path`).
     pub audit: Arc<AuditLog>,
+    /// The listener's TLS, from `tls_cert` and `tls_key` (set by `lib::load`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Mirror {
@@ -68,6 +70,7 @@ impl Mirror {
             config,
             policies,
             upstreams,
+            tls: None,
         })
     }
 

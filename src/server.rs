@@ -64,8 +64,11 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
         return Err(Error::WriteNotSupported(method));
     }
     let head = method == Method::HEAD;
-    if req.uri().path() == "/metrics" {
-        return Ok(response::metrics(METRICS.encode(), head));
+    match req.uri().path() {
+        "/metrics" => return Ok(response::metrics(METRICS.encode(), head)),
+        "/healthz" => return Ok(crate::health::healthz(head)),
+        "/readyz" => return Ok(crate::health::readyz(app, head)),
+        _ => {}
     }
     let route = parse_route(req.uri().path())?;
     let query = req.uri().query().unwrap_or("");

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{Checker, Mode, OnTagMove, PolicySection, RawPolicy, Require};
+use crate::config::{Checker, Mode, OnTagMove, PolicyConfig, PolicySection, Require};
 use crate::upstream::Manifest;
 use crate::verify::cosign::CosignAuthority;
 use crate::verify::notation::NotationVerifier;
@@ -77,7 +77,8 @@ impl PolicySet {
                 "add a [[policy]] with a name, scope and authorities",
             );
         }
-        for (i, p) in raw.policy.iter().enumerate() {
+        for p in &raw.policy {
+            let i = p.index;
             if let Some(first) = names.insert(p.name.clone(), i) {
                 c.problem(
                     format!("policy[{i}].name"),
@@ -92,7 +93,7 @@ impl PolicySet {
                     "name the policy after the team or image set it guards",
                 );
             }
-            policies.push(build_policy(i, p, notation.clone(), c));
+            policies.push(build_policy(p, notation.clone(), c));
         }
         PolicySet { policies }
     }
@@ -124,7 +125,8 @@ fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
     Ok(GlobBuilder::new(pattern).literal_separator(true).build()?.compile_matcher())
 }
 
-fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>, c: &mut Checker) -> Policy {
+fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &mut Checker) -> Policy {
+    let i = p.index;
     let mut scope = Vec::new();
     if p.scope.is_empty() {
         c.problem(
@@ -175,7 +177,7 @@ fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>
             );
         }
     }
-    let cosign = CosignAuthority::from_policy(i, p, c);
+    let cosign = CosignAuthority::from_policy(p, c);
     if p.notation && notation.is_none() {
         c.problem(
             format!("policy[{i}].notation"),
@@ -195,7 +197,7 @@ fn build_policy(i: usize, p: &RawPolicy, notation: Option<Arc<NotationVerifier>>
     }
 
     let mut h = Sha256::new();
-    h.update(serde_json::to_vec(p).unwrap_or_default());
+    h.update(&p.settings);
     for a in &cosign {
         a.fingerprint(&mut h);
     }
@@ -272,9 +274,9 @@ pub(crate) mod tests {
 
     pub(crate) fn set(toml_policies: &str) -> PolicySet {
         let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://127.0.0.1:1\"\n{toml_policies}");
-        let raw: crate::config::RawConfig = toml::from_str(&text).unwrap();
-        let mut c = Checker::new(std::path::Path::new("/nonexistent/sigmirror.toml"));
-        let s = PolicySet::build(&raw.into(), &mut c);
+        let c = Checker::new(std::path::Path::new("/nonexistent/sigmirror.toml"));
+        let (_, section, mut c) = crate::config::Config::from_str(&text, c).unwrap();
+        let s = PolicySet::build(&section, &mut c);
         assert!(c.problems.is_empty(), "{:?}", c.problems);
         s
     }

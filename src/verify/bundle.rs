@@ -493,7 +493,6 @@ fn check_subject_names(matching: &[&StatementSubject], reference: &str) -> Resul
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{Checker, RawPolicy};
     use crate::oci::Digest;
     use crate::verify::rekor::tests::test_log_key;
     use crate::verify::x509::tests::NOW;
@@ -521,9 +520,8 @@ pub(crate) mod tests {
     }
 
     fn authority_in(base: &Path, fragment: &str) -> CosignAuthority {
-        let raw: RawPolicy = toml::from_str(&format!("name = \"t\"\nscope = [\"*\"]\n{fragment}")).expect("toml");
-        let mut c = Checker::new(&base.join("sigmirror.toml"));
-        let mut auths = CosignAuthority::from_policy(0, &raw, &mut c);
+        let (p, mut c) = crate::config::policy_fragment(base, fragment);
+        let mut auths = CosignAuthority::from_policy(&p, &mut c);
         assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| &p.message).collect::<Vec<_>>());
         assert_eq!(auths.len(), 1);
         auths.remove(0)

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::keys::{truncate, PublicKey};
 use super::rekor::{self, strip_whitespace, RekorKey, Signer};
 use super::x509::{self, Certificate, ChainOptions};
-use crate::config::{Checker, RawCosignCertificate, RawPolicy, TrustFile};
+use crate::config::{Checker, CosignCertificateConfig, FileSetting, PolicyConfig, TrustFile};
 use crate::oci::Digest;
 
 pub const SIMPLESIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -134,39 +134,32 @@ pub enum CosignAuthority {
 }
 
 impl CosignAuthority {
-    /// Builds every cosign authority of policy `index`, recording each problem with its config
-    /// key. An entry with any problem is left out, so a broken entry can never trust more.
-    pub fn from_policy(index: usize, p: &RawPolicy, c: &mut Checker) -> Vec<CosignAuthority> {
+    /// Builds every cosign authority of a policy from its loaded files,
+    /// recording each problem with its config key. An entry with any problem
+    /// (an unreadable file included) is left out, so a broken entry can never
+    /// trust more.
+    pub fn from_policy(p: &PolicyConfig, c: &mut Checker) -> Vec<CosignAuthority> {
         let mut out = Vec::new();
         let mut policy_rekor = Vec::new();
-        for (j, path) in p.rekor_keys.iter().enumerate() {
-            let key = format!("policy[{index}].rekor_keys[{j}]");
-            if let Some(f) = c.read(&key, path) {
-                match RekorKey::from_pem(&f.name, &f.bytes) {
-                    Ok(k) => policy_rekor.push(k),
-                    Err(e) => {
-                        c.problem(key, format!("{} {e}", f.name), "point at the Rekor public key PEM (rekor.pub)")
-                    }
-                }
+        for f in p.rekor_keys.iter().filter_map(read) {
+            match RekorKey::from_pem(&f.name, &f.bytes) {
+                Ok(k) => policy_rekor.push(k),
+                Err(e) => c.problem(&f.key, format!("{} {e}", f.name), "point at the Rekor public key PEM (rekor.pub)"),
             }
         }
-        for (j, path) in p.cosign_keys.iter().enumerate() {
-            let key = format!("policy[{index}].cosign_keys[{j}]");
-            if let Some(f) = c.read(&key, path) {
-                match PublicKey::from_pem(&f.bytes) {
-                    Ok(k) => out.push(CosignAuthority::Key { name: f.name, key: k, rekor: policy_rekor.clone() }),
-                    Err(e) => c.problem(
-                        key,
-                        format!("{} {e}", f.name),
-                        "point at the PEM public key written by `cosign generate-key-pair` (cosign.pub)",
-                    ),
-                }
+        for f in p.cosign_keys.iter().filter_map(read) {
+            match PublicKey::from_pem(&f.bytes) {
+                Ok(k) => out.push(CosignAuthority::Key { name: f.name.clone(), key: k, rekor: policy_rekor.clone() }),
+                Err(e) => c.problem(
+                    &f.key,
+                    format!("{} {e}", f.name),
+                    "point at the PEM public key written by `cosign generate-key-pair` (cosign.pub)",
+                ),
             }
         }
-        for (j, cc) in p.cosign_certificates.iter().enumerate() {
-            let prefix = format!("policy[{index}].cosign_certificates[{j}]");
+        for cc in &p.cosign_certificates {
             let before = c.problems.len();
-            let built = certificate_authority(&prefix, cc, &policy_rekor, c);
+            let built = certificate_authority(cc, &policy_rekor, c);
             if c.problems.len() == before {
                 out.extend(built);
             }
@@ -239,16 +232,28 @@ impl CosignAuthority {
     }
 }
 
+/// The file of a setting that was read; an unreadable one's problem is
+/// already recorded by the config loader.
+fn read(f: &FileSetting) -> Option<&TrustFile> {
+    match f {
+        FileSetting::Read(f) => Some(f),
+        FileSetting::Unset | FileSetting::Unreadable => None,
+    }
+}
+
 fn certificate_authority(
-    prefix: &str,
-    cc: &RawCosignCertificate,
+    cc: &CosignCertificateConfig,
     policy_rekor: &[RekorKey],
     c: &mut Checker,
 ) -> Option<CosignAuthority> {
+    let prefix = &cc.key;
     let mut rekor: Vec<RekorKey> = Vec::new();
     let mut tsa: Vec<TimestampAuthority> = Vec::new();
-    let trust = match (&cc.roots, &cc.sigstore_trusted_root) {
-        (Some(_), Some(_)) => {
+    // An unreadable file leaves the entry out; its problem is already recorded.
+    let unreadable =
+        [&cc.roots, &cc.sigstore_trusted_root, &cc.rekor_key].iter().any(|f| matches!(f, FileSetting::Unreadable));
+    let trust = match (cc.roots.is_set(), cc.sigstore_trusted_root.is_set()) {
+        (true, true) => {
             c.problem(
                 format!("{prefix}.roots"),
                 "roots and sigstore_trusted_root are both set",
@@ -256,7 +261,7 @@ fn certificate_authority(
             );
             None
         }
-        (None, None) => {
+        (false, false) => {
             c.problem(
                 format!("{prefix}.roots"),
                 "neither roots nor sigstore_trusted_root is set",
@@ -264,23 +269,19 @@ fn certificate_authority(
             );
             None
         }
-        (Some(path), None) => {
-            let key = format!("{prefix}.roots");
-            c.read(&key, path).and_then(|f| match roots_from_pem(&f) {
-                Ok((roots, inter)) => Some((format!("roots {}", f.name), roots, inter)),
-                Err(e) => {
-                    c.problem(
-                        key,
-                        format!("{} {e}", f.name),
-                        "point at a PEM file with the root CA (and optionally intermediates)",
-                    );
-                    None
-                }
-            })
-        }
-        (None, Some(path)) => {
-            let key = format!("{prefix}.sigstore_trusted_root");
-            c.read(&key, path).and_then(|f| match parse_sigstore_trusted_root(&f.name, &f.bytes) {
+        (true, false) => read(&cc.roots).and_then(|f| match roots_from_pem(f) {
+            Ok((roots, inter)) => Some((format!("roots {}", f.name), roots, inter)),
+            Err(e) => {
+                c.problem(
+                    &f.key,
+                    format!("{} {e}", f.name),
+                    "point at a PEM file with the root CA (and optionally intermediates)",
+                );
+                None
+            }
+        }),
+        (false, true) => {
+            read(&cc.sigstore_trusted_root).and_then(|f| match parse_sigstore_trusted_root(&f.name, &f.bytes) {
                 Ok(tr) => {
                     rekor.extend(tr.rekor_keys);
                     tsa = tr.timestamp_authorities;
@@ -289,7 +290,7 @@ fn certificate_authority(
                 }
                 Err(e) => {
                     c.problem(
-                        key,
+                        &f.key,
                         format!("{} {e}", f.name),
                         "use a sigstore trusted_root.json, e.g. from `cosign trusted-root create`",
                     );
@@ -327,23 +328,23 @@ fn certificate_authority(
     if cc.issuer.as_deref() == Some("") {
         c.problem(format!("{prefix}.issuer"), "is empty", "set the OIDC issuer URL, or remove the key");
     }
-    if cc.sigstore_trusted_root.is_some() && cc.roots.is_none() && cc.issuer.is_none() {
+    if cc.sigstore_trusted_root.is_set() && !cc.roots.is_set() && cc.issuer.is_none() {
         c.problem(
             format!("{prefix}.issuer"),
             "is required with sigstore_trusted_root: without it anyone's Fulcio identity provider would be trusted",
             "set issuer, for example \"https://token.actions.githubusercontent.com\"",
         );
     }
-    if let Some(path) = &cc.rekor_key {
-        let key = format!("{prefix}.rekor_key");
-        if let Some(f) = c.read(&key, path) {
-            match RekorKey::from_pem(&f.name, &f.bytes) {
-                Ok(k) => rekor.push(k),
-                Err(e) => c.problem(key, format!("{} {e}", f.name), "point at the Rekor public key PEM (rekor.pub)"),
-            }
+    if let Some(f) = read(&cc.rekor_key) {
+        match RekorKey::from_pem(&f.name, &f.bytes) {
+            Ok(k) => rekor.push(k),
+            Err(e) => c.problem(&f.key, format!("{} {e}", f.name), "point at the Rekor public key PEM (rekor.pub)"),
         }
     }
     rekor.extend(policy_rekor.iter().cloned());
+    if unreadable {
+        return None;
+    }
     let (trust_name, roots, intermediates) = trust?;
     Some(CosignAuthority::Certificate {
         trust_name,
@@ -847,10 +848,8 @@ mod tests {
 
     /// Builds the authorities of one policy from a TOML fragment, with paths relative to `base`.
     fn authorities_in(base: &Path, fragment: &str) -> (Vec<CosignAuthority>, Vec<String>) {
-        let raw: RawPolicy =
-            toml::from_str(&format!("name = \"t\"\nscope = [\"*\"]\n{fragment}")).expect("policy toml");
-        let mut c = Checker::new(&base.join("sigmirror.toml"));
-        let auths = CosignAuthority::from_policy(0, &raw, &mut c);
+        let (p, mut c) = crate::config::policy_fragment(base, fragment);
+        let auths = CosignAuthority::from_policy(&p, &mut c);
         let problems = c.problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
         (auths, problems)
     }
@@ -1418,8 +1417,9 @@ identity = "a"
         assert_eq!(
             keys,
             [
-                "policy[0].rekor_keys[0]",
+                // Unreadable files are reported by the config loader, first.
                 "policy[0].cosign_keys[0]",
+                "policy[0].rekor_keys[0]",
                 "policy[0].cosign_keys[1]",
                 "policy[0].cosign_keys[2]",
                 "policy[0].cosign_certificates[0].identity",

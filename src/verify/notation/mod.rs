@@ -75,11 +75,12 @@ pub enum Outcome {
 }
 
 impl NotationVerifier {
-    /// Loads and validates the policy and the stores it references. Every
-    /// problem goes to the checker; `None` when anything was wrong, so a
-    /// half-understood policy is never used.
-    pub fn load(raw: &crate::config::RawNotation, c: &mut crate::config::Checker) -> Option<NotationVerifier> {
-        let policy_file = c.read("notation.trust_policy", &raw.trust_policy)?;
+    /// Validates the loaded trust policy and reads the stores it references.
+    /// Every problem goes to the checker; `None` when anything was wrong, so
+    /// a half-understood policy is never used.
+    pub fn load(n: &crate::config::NotationConfig, c: &mut crate::config::Checker) -> Option<NotationVerifier> {
+        // Unset cannot happen (the key is required); Unreadable is already reported.
+        let crate::config::FileSetting::Read(policy_file) = &n.trust_policy else { return None };
         let mut problems = Vec::new();
         let policy = trustpolicy::parse(&policy_file.bytes, &mut problems);
         for p in problems.drain(..) {
@@ -90,13 +91,12 @@ impl NotationVerifier {
             );
         }
         let policy = policy?;
-        let root = c.resolve(&raw.trust_store);
-        let store = truststore::load(&root, &policy.referenced_stores(), &mut problems);
+        let store = truststore::load(&n.trust_store, &policy.referenced_stores(), &mut problems);
         let ok = problems.is_empty();
         for p in problems {
             c.problem(format!("notation.trust_store: {}", p.at), p.message, p.fix);
         }
-        ok.then_some(NotationVerifier { policy, policy_bytes: policy_file.bytes, store })
+        ok.then(|| NotationVerifier { policy, policy_bytes: policy_file.bytes.clone(), store })
     }
 
     /// Builds a verifier from bytes already in memory (tests, and callers that

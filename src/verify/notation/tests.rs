@@ -1258,8 +1258,8 @@ fn loading_reports_unknown_trust_stores_and_bad_anchors_to_the_checker() {
         policy("strict", &["ca:test", "ca:missing", "ca:leafonly", "ca:junk"], ""),
     )
     .unwrap();
-    let raw = crate::config::RawNotation { trust_policy: "trustpolicy.json".into(), trust_store: "truststore".into() };
-    let mut c = crate::config::Checker::new(&dir.join("sigmirror.toml"));
+    let load = || crate::config::notation_fragment(dir, "trustpolicy.json", "truststore");
+    let (raw, mut c) = load();
     assert!(NotationVerifier::load(&raw, &mut c).is_none());
     let all: Vec<String> = c.problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
     assert!(
@@ -1271,13 +1271,13 @@ fn loading_reports_unknown_trust_stores_and_bad_anchors_to_the_checker() {
     assert!(all.iter().any(|p| p.contains("ca:junk") && p.contains("certificate does not parse")), "{all:?}");
 
     std::fs::write(dir.join("trustpolicy.json"), policy("strict", &["ca:test"], "")).unwrap();
-    let mut c = crate::config::Checker::new(&dir.join("sigmirror.toml"));
+    let (raw, mut c) = load();
     let v = NotationVerifier::load(&raw, &mut c).expect("loads");
     assert!(c.problems.is_empty());
     assert_verified_clean(&own(&v, MEDIA_TYPE_JWS, &jws(&p, &default_header(), &payload_for(OWN_DIGEST)), NOW));
 
     std::fs::write(dir.join("trustpolicy.json"), b"{\"version\":\"1.0\"").unwrap();
-    let mut c = crate::config::Checker::new(&dir.join("sigmirror.toml"));
+    let (raw, mut c) = load();
     assert!(NotationVerifier::load(&raw, &mut c).is_none());
     assert!(
         c.problems[0].key.starts_with("notation.trust_policy")

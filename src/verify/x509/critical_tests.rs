@@ -489,13 +489,12 @@ fn a_bundle_tsa_certificate_with_an_unknown_critical_extension_is_refused() {
         let (bundle, trusted_root) = sigstore_bundle(&ca, &log, tsa, digest);
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(dir.path().join("tr.json"), trusted_root.to_string()).expect("write");
-        let raw: crate::config::RawPolicy = toml::from_str(
-            "name = \"t\"\nscope = [\"*\"]\n[[cosign_certificates]]\nsigstore_trusted_root = \"tr.json\"\n\
+        let (p, mut c) = crate::config::policy_fragment(
+            dir.path(),
+            "[[cosign_certificates]]\nsigstore_trusted_root = \"tr.json\"\n\
              identity = \"a@example.com\"\nissuer = \"https://issuer.example\"",
-        )
-        .expect("toml");
-        let mut c = crate::config::Checker::new(&dir.path().join("sigmirror.toml"));
-        let auth = CosignAuthority::from_policy(0, &raw, &mut c).remove(0);
+        );
+        let auth = CosignAuthority::from_policy(&p, &mut c).remove(0);
         assert!(c.problems.is_empty());
         let d = digest.parse().expect("digest");
         let exp =
