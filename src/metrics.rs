@@ -35,6 +35,12 @@ pub struct UpstreamLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StaleLabels {
+    /// What answered from cache while upstream was down: tag or verdict.
+    pub kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -42,6 +48,7 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     pub tag_moves: Family<PolicyLabels, Counter>,
     pub blob_digest_mismatches: Counter,
+    pub stale_answers: Family<StaleLabels, Counter>,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -60,7 +67,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Blob responses aborted because upstream bytes did not match the digest",
         blob_digest_mismatches.clone(),
     );
-    Metrics { registry, decisions, verifications, upstream_requests, tag_moves, blob_digest_mismatches }
+    let stale_answers = Family::<StaleLabels, Counter>::default();
+    registry.register(
+        "stale_answers",
+        "Answers served from cache while upstream was down (stale_if_error_secs)",
+        stale_answers.clone(),
+    );
+    Metrics { registry, decisions, verifications, upstream_requests, tag_moves, blob_digest_mismatches, stale_answers }
 });
 
 impl Metrics {
