@@ -198,16 +198,23 @@ fn when_upstream_is_killed_what_is_cached_and_verified_is_served_and_the_rest_is
     assert_refused_as_unreachable(&manifest(&m, "GET", "latest"), &format!("registry.test/{REPO}:latest"), &m);
 }
 
-#[test]
-fn a_5xx_from_upstream_is_an_outage_but_a_404_is_an_answer() {
+/// A mock serving an image as `latest`, and an audit-mode mirror of it with
+/// `tag_ttl_secs = 1` and `stale_if_error_secs = stale_secs`.
+fn audit_mirror_of_latest(seed: &str, stale_secs: u64) -> (MockUpstream, Pushed, Sigmirror) {
     let mock = MockUpstream::start();
-    let image = build_image("outage-5xx", "amd64");
+    let image = build_image(seed, "amd64");
     mock.serve_image(REPO, "latest", &image);
-    let policy = format!(
-        "[cache]\ntag_ttl_secs = 1\nstale_if_error_secs = 60\n\n{}",
+    let rest = format!(
+        "[cache]\ntag_ttl_secs = 1\nstale_if_error_secs = {stale_secs}\n\n{}",
         policy("audit", &["registry.test/**"], "audit")
     );
-    let m = Sigmirror::start(&mirror_config(&mock.url(), &policy));
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &rest));
+    (mock, image, m)
+}
+
+#[test]
+fn a_5xx_from_upstream_is_an_outage_but_a_404_is_an_answer() {
+    let (mock, image, m) = audit_mirror_of_latest("outage-5xx", 60);
     let get = || manifest(&m, "GET", "latest");
     assert_served(&get(), &image, "first resolution", &m);
 
@@ -228,14 +235,7 @@ fn a_5xx_from_upstream_is_an_outage_but_a_404_is_an_answer() {
 
 #[test]
 fn with_stale_if_error_off_an_outage_serves_no_mutable_tag() {
-    let mock = MockUpstream::start();
-    let image = build_image("outage-off", "amd64");
-    mock.serve_image(REPO, "latest", &image);
-    let policy = format!(
-        "[cache]\ntag_ttl_secs = 1\nstale_if_error_secs = 0\n\n{}",
-        policy("audit", &["registry.test/**"], "audit")
-    );
-    let m = Sigmirror::start(&mirror_config(&mock.url(), &policy));
+    let (mock, image, m) = audit_mirror_of_latest("outage-off", 0);
     assert_served(&manifest(&m, "GET", "latest"), &image, "first resolution", &m);
     mock.set(&format!("/v2/{REPO}/manifests/latest"), Reply::status(503));
     thread::sleep(Duration::from_millis(1200));

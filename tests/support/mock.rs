@@ -65,28 +65,15 @@ struct MockState {
 pub struct MockUpstream {
     pub host: String,
     state: Arc<Mutex<MockState>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl MockUpstream {
     pub fn start() -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(MockState::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        let accept = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (st, sp) = (st.clone(), sp.clone());
-                thread::spawn(move || mock_serve(conn, st, sp));
-            }
-        });
-        MockUpstream { host, state, stop, accept: Some(accept) }
+        let st = state.clone();
+        let acceptor = Acceptor::start(move |conn, stop| mock_serve(conn, st.clone(), stop));
+        MockUpstream { host: acceptor.host.clone(), state, _acceptor: acceptor }
     }
 
     pub fn url(&self) -> String {
@@ -176,7 +163,36 @@ impl MockUpstream {
     }
 }
 
-impl Drop for MockUpstream {
+/// A listener on 127.0.0.1 that hands each connection to `serve` on a
+/// thread of its own, with the flag that says the owner is gone. Stops
+/// accepting on `Drop`.
+struct Acceptor {
+    host: String,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(serve: impl Fn(TcpStream, Arc<AtomicBool>) + Send + Sync + 'static) -> Acceptor {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sp, serve) = (stop.clone(), Arc::new(serve));
+        let accept = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (sp, serve) = (sp.clone(), serve.clone());
+                thread::spawn(move || serve(conn, sp));
+            }
+        });
+        Acceptor { host, stop, accept: Some(accept) }
+    }
+}
+
+impl Drop for Acceptor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
@@ -373,28 +389,15 @@ fn mock_reply(conn: &mut TcpStream, method: &str, reply: Reply, stop: &AtomicBoo
 pub struct CountingProxy {
     pub host: String,
     log: Arc<Mutex<Vec<(String, String)>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl CountingProxy {
     pub fn start(upstream_host: &str, delay: Duration) -> CountingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (lg, sp, up) = (log.clone(), stop.clone(), upstream_host.to_string());
-        let accept = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (lg, up) = (lg.clone(), up.clone());
-                thread::spawn(move || proxy_one(conn, &up, &lg, delay));
-            }
-        });
-        CountingProxy { host, log, stop, accept: Some(accept) }
+        let (lg, up) = (log.clone(), upstream_host.to_string());
+        let acceptor = Acceptor::start(move |conn, _| proxy_one(conn, &up, &lg, delay));
+        CountingProxy { host: acceptor.host.clone(), log, _acceptor: acceptor }
     }
 
     pub fn url(&self) -> String {
@@ -410,16 +413,6 @@ impl CountingProxy {
     /// Every request so far: (method, target).
     pub fn requests(&self) -> Vec<(String, String)> {
         self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
     }
 }
 
