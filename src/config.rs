@@ -188,6 +188,16 @@ pub struct RawCache {
     /// the disk cache off (every blob streams from upstream).
     #[serde(default = "default_blob_max_bytes")]
     pub blob_max_bytes: u64,
+    /// How often a mutable tag (one no `immutable_tags` pins) is re-resolved
+    /// upstream; in between, the last resolution answers (still decided by
+    /// policy). 0 resolves on every request.
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl_secs: u64,
+    /// While upstream is down (unreachable, timing out, 5xx), how long a
+    /// mutable tag's last resolution and an allow past `allow_ttl_secs` may
+    /// still answer. 0 serves nothing stale.
+    #[serde(default = "default_stale_if_error")]
+    pub stale_if_error_secs: u64,
 }
 
 impl Default for RawCache {
@@ -197,9 +207,29 @@ impl Default for RawCache {
             deny_ttl_secs: default_deny_ttl(),
             manifest_cache_bytes: default_manifest_cache_bytes(),
             blob_max_bytes: default_blob_max_bytes(),
+            tag_ttl_secs: default_tag_ttl(),
+            stale_if_error_secs: default_stale_if_error(),
         }
     }
 }
+
+/// 30 s: a fleet rolling out a release resolves each tag within seconds of
+/// each other, so upstream sees one resolution per tag instead of one per
+/// node (registries count them against rate limits), while a push to a
+/// mutable tag is still seen within half a minute.
+fn default_tag_ttl() -> u64 {
+    30
+}
+/// An hour: long enough to ride out a typical registry incident, short enough
+/// that what is served was verified, and named by its tag, within the hour.
+fn default_stale_if_error() -> u64 {
+    3600
+}
+/// Longer than this, a mutable tag would in effect be pinned without the
+/// pin store's move detection: `immutable_tags` is the tool for that.
+const MAX_TAG_TTL: u64 = 3600;
+/// A week: beyond this, a stale answer is history, not a cache.
+const MAX_STALE_IF_ERROR: u64 = 7 * 86400;
 
 fn default_allow_ttl() -> u64 {
     300
@@ -427,6 +457,10 @@ pub struct Config {
     pub manifest_cache_bytes: u64,
     /// `[cache] blob_max_bytes`; 0 means no disk blob cache.
     pub blob_max_bytes: u64,
+    /// `[cache] tag_ttl_secs`.
+    pub tag_ttl: Duration,
+    /// `[cache] stale_if_error_secs`.
+    pub stale_if_error: Duration,
     /// `pin_revalidate_secs`.
     pub pin_revalidate: Duration,
     /// A `postgres://` URL (scheme checked), or `None` for the embedded store.
@@ -583,6 +617,8 @@ impl Config {
             deny_ttl: Duration::from_secs(raw.cache.deny_ttl_secs),
             manifest_cache_bytes: raw.cache.manifest_cache_bytes,
             blob_max_bytes: raw.cache.blob_max_bytes,
+            tag_ttl: Duration::from_secs(raw.cache.tag_ttl_secs),
+            stale_if_error: Duration::from_secs(raw.cache.stale_if_error_secs),
             pin_revalidate: Duration::from_secs(raw.pin_revalidate_secs),
             pin_store: validate_pin_store(raw.pin_store.as_deref(), &mut c),
             pins_file: raw.pins_file.as_ref().and_then(|f| c.read("pins_file", f)),
@@ -591,6 +627,20 @@ impl Config {
         };
         if config.allow_ttl.is_zero() {
             c.problem("cache.allow_ttl_secs", "must be at least 1", "set a few minutes, for example 300");
+        }
+        if raw.cache.tag_ttl_secs > MAX_TAG_TTL {
+            c.problem(
+                "cache.tag_ttl_secs",
+                format!("{} is more than {MAX_TAG_TTL}", raw.cache.tag_ttl_secs),
+                "keep it under an hour; list tags that must not move in a policy's immutable_tags instead",
+            );
+        }
+        if raw.cache.stale_if_error_secs > MAX_STALE_IF_ERROR {
+            c.problem(
+                "cache.stale_if_error_secs",
+                format!("{} is more than {MAX_STALE_IF_ERROR} (a week)", raw.cache.stale_if_error_secs),
+                "set the longest upstream outage you would serve through, for example 3600",
+            );
         }
         let section = PolicySection::load(&raw, &mut c);
         let config = Config { watched: c.watched.clone(), ..config };

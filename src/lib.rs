@@ -11,9 +11,14 @@
 //!    before anything is asked upstream.
 //! 4. **immutable tags** (`pins::guard::TagGuard::resolve`): a pinned tag is
 //!    served from its pin; an unpinned one is pinned once it verifies.
-//! 5. **fetch the manifest** (`mirror::Mirror::resolve`,
+//! 5. **fetch the manifest** (`mirror::Mirror::pull`, `mirror::Mirror::resolve`,
 //!    `upstream::UpstreamClient::manifest`): bounded, hashed, and checked
-//!    against the digest asked for; cached by digest (`cache::ManifestCache`).
+//!    against the digest asked for; cached by digest (`cache::ManifestCache`);
+//!    a mutable tag re-resolved at most every `tag_ttl_secs`
+//!    (`cache::TagCache`); concurrent identical upstream requests sent once
+//!    (`coalesce`). While upstream is down, cached verified answers serve for
+//!    `stale_if_error_secs` and the rest is refused
+//!    (`mirror::refuse_unverifiable`).
 //! 6. **decide** (`mirror::Mirror::decide` → `policy::Policy::evaluate`):
 //!    signatures are found (cosign `.sig` tags, cosign v3 bundle referrers,
 //!    Notation referrers) and verified (`verify::cosign`, `verify::bundle`,
@@ -53,6 +58,7 @@ pub mod audit;
 pub mod blob;
 pub mod blobstore;
 pub mod cache;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -82,6 +82,12 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StaleLabels {
+    /// What answered from cache while upstream was down: tag or verdict.
+    pub kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -103,6 +109,7 @@ pub struct Metrics {
     pub build_info: Family<BuildLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_stale: Gauge,
+    pub stale_answers: Family<StaleLabels, Counter>,
 }
 
 /// Seconds, from a cached verdict's recheck (milliseconds) to a slow
@@ -184,6 +191,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 when the last reload was rejected and an older config is in force",
         config_stale.clone(),
     );
+    let stale_answers = Family::<StaleLabels, Counter>::default();
+    registry.register(
+        "stale_answers",
+        "Answers served from cache while upstream was down (stale_if_error_secs)",
+        stale_answers.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -203,6 +216,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         build_info,
         config_reloads,
         config_stale,
+        stale_answers,
     }
 });
 

@@ -7,12 +7,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::audit::AuditLog;
-use crate::cache::{AllowedBlobs, ManifestCache, ManifestKey, Recalled, VerdictCache, VerdictKey, VerifiedChildren};
-use crate::config::Config;
+use crate::audit::{self, refuse, AuditLog};
+use crate::cache::{
+    AllowedBlobs, ManifestCache, ManifestKey, Recalled, TagCache, TagKey, VerdictCache, VerdictKey, VerifiedChildren,
+};
+use crate::config::{Config, Mode};
 use crate::error::{Error, Resource};
-use crate::metrics::{PolicyLabels, SchemeLabels, METRICS};
+use crate::metrics::{PolicyLabels, SchemeLabels, StaleLabels, METRICS};
 use crate::oci::{media, Digest, ManifestRef};
 use crate::policy::{Policy, PolicySet, Scheme, Subject, Verdict};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
@@ -44,6 +47,7 @@ pub struct Mirror {
     pub upstreams: HashMap<String, Arc<UpstreamClient>>,
     pub verdicts: VerdictCache,
     pub manifests: ManifestCache,
+    pub tags: TagCache,
     pub children: VerifiedChildren,
     pub blobs: AllowedBlobs,
     /// Where this config's decisions are written (`[audit] path`).
@@ -62,8 +66,9 @@ impl Mirror {
             upstreams.insert(u.registry.clone(), Arc::new(UpstreamClient::new(u)?));
         }
         Ok(Mirror {
-            verdicts: VerdictCache::new(config.allow_ttl, config.deny_ttl),
+            verdicts: VerdictCache::with_stale_if_error(config.allow_ttl, config.deny_ttl, config.stale_if_error),
             manifests: ManifestCache::new(config.manifest_cache_bytes),
+            tags: TagCache::new(config.tag_ttl, config.stale_if_error),
             children: VerifiedChildren::new(config.allow_ttl),
             blobs: AllowedBlobs::default(),
             audit: Arc::new(AuditLog::new(config.audit_log.clone())),
@@ -87,9 +92,51 @@ impl Mirror {
         Ok((u.registry.clone(), self.upstreams[&u.registry].clone()))
     }
 
+    /// A manifest and its verdict for a request no pin answers: a digest, or
+    /// a mutable tag resolved at most every `tag_ttl` (`resolve_mutable`).
+    /// While upstream is down, what is cached and verified answers; under an
+    /// enforcing policy the rest is refused (`refuse_unverifiable`).
+    pub async fn pull(&self, pull: &Pull, policy: &Policy) -> Result<(Manifest, Recalled<Verdict>), Error> {
+        let (registry, repo, reference) = (&pull.registry, &pull.repo, &pull.reference);
+        let m = match reference {
+            ManifestRef::Digest(d) => self.by_digest(pull, d).await,
+            ManifestRef::Tag(tag) => self.resolve_mutable(pull, tag).await,
+        };
+        let m = m.map_err(|e| refuse_unverifiable(policy, audit::Subject::request(registry, repo, reference), e))?;
+        let v = self.decide(pull, policy, &m).await.map_err(|e| {
+            refuse_unverifiable(policy, audit::Subject::manifest(registry, repo, reference, &m.digest), e)
+        })?;
+        Ok((m, v))
+    }
+
+    /// A mutable tag: from its last resolution when that is younger than
+    /// `tag_ttl`, else resolved upstream. When upstream is down, the last
+    /// resolution answers for up to `stale_if_error` after upstream gave it.
+    /// Either way the digest is only a name: its manifest and verdict come
+    /// from the caches or upstream as for any digest, so a stale resolution
+    /// serves nothing that is not verified.
+    async fn resolve_mutable(&self, pull: &Pull, tag: &str) -> Result<Manifest, Error> {
+        let key = TagKey::new(&pull.registry, &pull.repo, tag, &pull.accept);
+        if let Some(d) = self.tags.fresh(&key, Instant::now()) {
+            return self.by_digest(pull, &d).await;
+        }
+        let err = match self.resolve(pull, &pull.reference, &pull.accept).await {
+            Ok(m) => {
+                self.tags.record(key, m.digest.clone(), Instant::now());
+                return Ok(m);
+            }
+            Err(e) => e,
+        };
+        let Some(down) = outage(&err) else { return Err(err) };
+        let Some((d, age)) = self.tags.stale(&key, Instant::now()) else { return Err(err) };
+        stale_answer("tag", &format!("{}/{}:{tag}", pull.registry, pull.repo), &d, age, down);
+        self.by_digest(pull, &d).await
+    }
+
     /// Fetches (or recalls) the manifest `reference` names. By digest the bytes
     /// come from the manifest cache when they can; by tag upstream is asked
-    /// with `accept`, and the answer is cached under its digest. A client's
+    /// (always: `resolve_mutable` is the path that remembers tags) with
+    /// `accept`, and the answer is cached under its digest. A client's
     /// HEAD by tag is resolved with a HEAD upstream (registries count GETs
     /// against pull rate limits, and containerd resolves every pull with a
     /// HEAD), then the manifest is recalled or fetched by that digest: its
@@ -182,7 +229,21 @@ impl Mirror {
             }
             Ok::<_, UpstreamError>(v)
         };
-        self.verdicts.get_or_verify(key.clone(), verify).await.map_err(|e| Error::upstream(Resource::Manifest, e))
+        let err = match self.verdicts.get_or_verify(key.clone(), verify).await {
+            Ok(v) => return Ok(v),
+            Err(e) => Error::upstream(Resource::Manifest, e),
+        };
+        // Upstream is down and the verdict is past its TTL: an allow made
+        // within `stale_if_error` of that stands, as it would have had
+        // upstream never been asked; anything else stays unanswered.
+        let Some(down) = outage(&err) else { return Err(err) };
+        let Some(v) = self.verdicts.stale_allow(&key) else { return Err(err) };
+        stale_answer("verdict", &pull.image(m), &m.digest, self.config.allow_ttl, down);
+        if v.vouches() {
+            self.children.record(&key, m.children()).await;
+        }
+        self.blobs.record(&key, || m.blobs());
+        Ok(Recalled { value: v, cached: true })
     }
 
     /// Whether `digest` is a blob of a manifest `policy` allowed in this
@@ -208,4 +269,36 @@ impl Mirror {
         let v = self.decide(pull, policy, &m).await?.value;
         Ok((Some(m), v))
     }
+}
+
+/// The upstream failure in `e` when it means upstream is down (see
+/// `UpstreamError::is_outage`).
+fn outage(e: &Error) -> Option<&UpstreamError> {
+    match e {
+        Error::Upstream { err, .. } if err.is_outage() => Some(err),
+        _ => None,
+    }
+}
+
+/// Logs and counts one answer given from cache because upstream is down.
+/// `age` is how old the cached answer is at least.
+fn stale_answer(kind: &'static str, what: &str, digest: &Digest, age: Duration, down: &UpstreamError) {
+    METRICS.stale_answers.get_or_create(&StaleLabels { kind }).inc();
+    tracing::warn!(
+        target: "sigmirror::decision",
+        kind, %what, %digest, age_secs = age.as_secs(), upstream = %down, detail = %down.detail().as_deref().unwrap_or("-"),
+        "stale answer: upstream is down, so {what} is answered from cache ({kind}, {} s old): {digest}", age.as_secs()
+    );
+}
+
+/// Under an enforcing policy, an upstream outage that leaves `image` without a
+/// verified answer in the caches is a refusal, logged and worded like every
+/// other: nothing unverified is served in its place. Under an audit policy,
+/// and for every other error, `e` is returned as it is.
+pub fn refuse_unverifiable(policy: &Policy, subject: audit::Subject, e: Error) -> Error {
+    let Some(down) = outage(&e).filter(|_| policy.mode == Mode::Enforce) else { return e };
+    tracing::warn!(image = %subject.name, detail = %down.detail().as_deref().unwrap_or("-"), "upstream failure: {down}");
+    let reason =
+        format!("upstream is unreachable ({down}) and sigmirror holds no verified answer it may serve instead");
+    refuse(Some(policy.name.clone()), reason, subject)
 }

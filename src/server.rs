@@ -153,11 +153,7 @@ async fn serve_manifest(app: &App, mirror: &Mirror, policy: &Policy, pull: &Pull
         (ManifestRef::Tag(tag), Some(tags)) if policy.is_immutable_tag(tag) => {
             tags.resolve(mirror, policy, pull, tag).await?
         }
-        _ => {
-            let m = mirror.resolve(pull, &pull.reference, &pull.accept).await?;
-            let v = mirror.decide(pull, policy, &m).await?;
-            (m, v)
-        }
+        _ => mirror.pull(pull, policy).await?,
     };
     respond(pull, manifest, verdict)
 }

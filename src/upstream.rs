@@ -38,6 +38,7 @@ use futures_util::{Stream, StreamExt};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
 use http::StatusCode;
 
+use crate::coalesce::SingleFlight;
 use crate::config::{self, redact_userinfo};
 use crate::oci::{media, Digest, ManifestRef};
 
@@ -107,6 +108,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Whether upstream is down rather than answering: it cannot be reached,
+    /// did not answer in time, or answered with a server error. Only then may
+    /// a cached, verified answer stand in for upstream's (`[cache]
+    /// stale_if_error_secs`); a 404 or a refusal is an answer, and is passed on.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) => true,
+            UpstreamError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// What only the log may see: the URL, address or upstream body behind
     /// this error. `None` when `Display` says it all.
     pub fn detail(&self) -> Option<String> {
@@ -277,6 +290,24 @@ pub struct UpstreamClient {
     /// Bearer tokens per repository, reused until shortly before a typical
     /// registry token expires (Docker Hub: 300 s; the spec's floor: 60 s).
     tokens: moka::future::Cache<String, String>,
+    /// Requests in flight, so concurrent identical ones go upstream once.
+    flights: Flights,
+}
+
+/// What makes two upstream requests identical, within one upstream (each
+/// `UpstreamClient` has its own): the repository, what is asked for (a
+/// reference, or a referrers query), and the `Accept` sent, since a registry
+/// answers a tag with another object for a narrower `Accept`. The method is
+/// the flight table the key is in.
+type FlightKey = (String, String, String);
+
+/// One single-flight table per kind of request, as each answers with its
+/// own type. Entries live only while a request is in flight.
+#[derive(Default)]
+struct Flights {
+    manifests: SingleFlight<FlightKey, Result<Manifest, UpstreamError>>,
+    heads: SingleFlight<FlightKey, Result<Option<HeadInfo>, UpstreamError>>,
+    referrers: SingleFlight<FlightKey, Result<Option<Bytes>, UpstreamError>>,
 }
 
 impl UpstreamClient {
@@ -318,6 +349,7 @@ impl UpstreamClient {
             blob_http,
             addresses,
             tokens: moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(50)).build(),
+            flights: Flights::default(),
         })
     }
 
@@ -432,7 +464,18 @@ impl UpstreamClient {
 
     /// `GET /v2/<repo>/manifests/<ref>`: bounded, and checked against the
     /// digest asked for (by digest) or the digest upstream declares (by tag).
+    /// Concurrent identical requests go upstream once and share the answer.
     pub async fn manifest(&self, repo: &str, reference: &ManifestRef, accept: &str) -> Result<Manifest, UpstreamError> {
+        let key = (repo.to_string(), reference.to_string(), accept.to_string());
+        self.flights.manifests.run(key, self.fetch_manifest(repo, reference, accept)).await
+    }
+
+    async fn fetch_manifest(
+        &self,
+        repo: &str,
+        reference: &ManifestRef,
+        accept: &str,
+    ) -> Result<Manifest, UpstreamError> {
         let resp = self
             .send(
                 Kind::Manifest,
@@ -469,7 +512,18 @@ impl UpstreamClient {
     /// resolve a tag cheaply. `Ok(None)` when upstream sends no usable
     /// `Docker-Content-Digest` (missing, or not sha256); the caller then
     /// fetches the manifest, which it must do anyway to verify it.
+    /// Concurrent identical requests go upstream once and share the answer.
     pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &ManifestRef,
+        accept: &str,
+    ) -> Result<Option<HeadInfo>, UpstreamError> {
+        let key = (repo.to_string(), reference.to_string(), accept.to_string());
+        self.flights.heads.run(key, self.fetch_head(repo, reference, accept)).await
+    }
+
+    async fn fetch_head(
         &self,
         repo: &str,
         reference: &ManifestRef,
@@ -593,7 +647,19 @@ impl UpstreamClient {
 
     /// `GET /v2/<repo>/referrers/<digest>`. `Ok(None)` when the registry has no
     /// referrers API (404), so callers fall back to the `sha256-<hex>` tag.
+    /// Concurrent identical requests go upstream once and share the answer.
     pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Bytes>, UpstreamError> {
+        let query = format!("{digest} {artifact_type:?}");
+        let key = (repo.to_string(), query, String::new());
+        self.flights.referrers.run(key, self.fetch_referrers(repo, digest, artifact_type)).await
+    }
+
+    async fn fetch_referrers(
         &self,
         repo: &str,
         digest: &Digest,

@@ -605,7 +605,8 @@ fn a_client_head_by_tag_is_a_head_upstream_and_never_a_get_of_the_tag() {
     let mock = MockUpstream::start();
     let image = build_image("head-upstream", "amd64");
     mock.serve_image("team-a/app", "v1", &image);
-    let m = Sigmirror::start(&mirror_config(&mock.url(), &audit_all()));
+    // tag_ttl_secs = 0: every client HEAD resolves the tag upstream.
+    let m = Sigmirror::start(&mirror_config(&mock.url(), &format!("[cache]\ntag_ttl_secs = 0\n\n{}", audit_all())));
     for _ in 0..3 {
         let h = head_manifest(&m, "team-a/app", "v1");
         assert_heads(&h, &image, "HEAD v1");

@@ -131,7 +131,8 @@ fn a_mutable_tag_still_follows_upstream() {
     let registry = Registry::start();
     let key = CosignKey::generate();
     let a = push_signed(&registry, "latest", "latest-a", &key);
-    let m = pinning_mirror(&registry, &key, "deny", 0, "");
+    // tag_ttl_secs = 0: every request re-resolves a mutable tag.
+    let m = pinning_mirror(&registry, &key, "deny", 0, "[cache]\ntag_ttl_secs = 0\n");
     assert_eq!(get(&m, "latest").header("docker-content-digest"), Some(a.digest.as_str()));
     let b = push_signed(&registry, "latest", "latest-b", &key);
     assert_eq!(get(&m, "latest").header("docker-content-digest"), Some(b.digest.as_str()));

@@ -14,7 +14,7 @@ use crate::cache::Recalled;
 use crate::config::OnTagMove;
 use crate::error::Error;
 use crate::metrics::{PolicyLabels, METRICS};
-use crate::mirror::{Mirror, Pull};
+use crate::mirror::{refuse_unverifiable, Mirror, Pull};
 use crate::oci::{media, Digest, ManifestRef};
 use crate::pins::{MoveEvent, Pin, PinError, PinStore};
 use crate::policy::{Policy, Verdict};
@@ -72,7 +72,25 @@ impl TagGuard {
     }
 
     /// The manifest and verdict for `tag` under `policy`, which pins it.
+    ///
+    /// A pinned tag needs nothing from upstream: while upstream is down it is
+    /// served from its pin as long as its manifest and verdict are cached
+    /// (an allow for up to `stale_if_error` past its TTL, see
+    /// `Mirror::decide`). What upstream is needed for and cannot give, an
+    /// unpinned tag's first resolution or a manifest no longer cached, is
+    /// refused under an enforcing policy (`mirror::refuse_unverifiable`).
     pub async fn resolve(
+        &self,
+        mirror: &Mirror,
+        policy: &Policy,
+        pull: &Pull,
+        tag: &str,
+    ) -> Result<(Manifest, Recalled<Verdict>), Error> {
+        let subject = crate::audit::Subject::request(&pull.registry, &pull.repo, &pull.reference);
+        self.resolve_pinned(mirror, policy, pull, tag).await.map_err(|e| refuse_unverifiable(policy, subject, e))
+    }
+
+    async fn resolve_pinned(
         &self,
         mirror: &Mirror,
         policy: &Policy,

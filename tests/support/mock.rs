@@ -1,5 +1,6 @@
 //! [`MockUpstream`]: a scripted registry for faults a real one cannot
-//! produce; [`Reply`] says what it does for one path.
+//! produce; [`Reply`] says what it does for one path. [`CountingProxy`]:
+//! a counting pass-through in front of the real registry.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -64,28 +65,15 @@ struct MockState {
 pub struct MockUpstream {
     pub host: String,
     state: Arc<Mutex<MockState>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl MockUpstream {
     pub fn start() -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(MockState::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        let accept = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (st, sp) = (st.clone(), sp.clone());
-                thread::spawn(move || mock_serve(conn, st, sp));
-            }
-        });
-        MockUpstream { host, state, stop, accept: Some(accept) }
+        let st = state.clone();
+        let acceptor = Acceptor::start(move |conn, stop| mock_serve(conn, st.clone(), stop));
+        MockUpstream { host: acceptor.host.clone(), state, _acceptor: acceptor }
     }
 
     pub fn url(&self) -> String {
@@ -175,7 +163,36 @@ impl MockUpstream {
     }
 }
 
-impl Drop for MockUpstream {
+/// A listener on 127.0.0.1 that hands each connection to `serve` on a
+/// thread of its own, with the flag that says the owner is gone. Stops
+/// accepting on `Drop`.
+struct Acceptor {
+    host: String,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(serve: impl Fn(TcpStream, Arc<AtomicBool>) + Send + Sync + 'static) -> Acceptor {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sp, serve) = (stop.clone(), Arc::new(serve));
+        let accept = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (sp, serve) = (sp.clone(), serve.clone());
+                thread::spawn(move || serve(conn, sp));
+            }
+        });
+        Acceptor { host, stop, accept: Some(accept) }
+    }
+}
+
+impl Drop for Acceptor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect_timeout(&self.host.parse().unwrap(), Duration::from_secs(1));
@@ -185,10 +202,17 @@ impl Drop for MockUpstream {
     }
 }
 
-fn mock_serve(mut conn: TcpStream, state: Arc<Mutex<MockState>>, stop: Arc<AtomicBool>) {
-    if stop.load(Ordering::SeqCst) {
-        return;
-    }
+/// One request as read off a connection: method, target (with query),
+/// headers (names lower-cased) and body.
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Reads one HTTP/1.1 request (head at most 1 MiB, body by `Content-Length`).
+fn read_request(conn: &mut TcpStream) -> Option<Request> {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
     let mut raw = Vec::new();
@@ -198,11 +222,11 @@ fn mock_serve(mut conn: TcpStream, state: Arc<Mutex<MockState>>, stop: Arc<Atomi
             break i;
         }
         match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
         if raw.len() > 1 << 20 {
-            return;
+            return None;
         }
     };
     let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
@@ -214,15 +238,22 @@ fn mock_serve(mut conn: TcpStream, state: Arc<Mutex<MockState>>, stop: Arc<Atomi
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    // Drain a request body, if any.
     let cl: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut have = raw.len() - head_end - 4;
-    while have < cl {
+    let mut body = raw[head_end + 4..].to_vec();
+    while body.len() < cl {
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => have += n,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
         }
     }
+    Some(Request { method, target, headers, body })
+}
+
+fn mock_serve(mut conn: TcpStream, state: Arc<Mutex<MockState>>, stop: Arc<AtomicBool>) {
+    if stop.load(Ordering::SeqCst) {
+        return;
+    }
+    let Some(Request { method, target, headers, .. }) = read_request(&mut conn) else { return };
     let path = target.split('?').next().unwrap_or_default().to_string();
     let reply = {
         let mut s = state.lock().unwrap();
@@ -346,4 +377,78 @@ fn mock_reply(conn: &mut TcpStream, method: &str, reply: Reply, stop: &AtomicBoo
             }
         }
     }
+}
+
+/// A pass-through proxy in front of a real registry that counts what reaches
+/// it, so a test can count upstream requests on the upstream side (the real
+/// `docker-registry` counts nothing; its access log is off in `Registry`).
+/// Each request is logged on arrival, held `delay` (so that concurrent
+/// requests overlap however fast the registry answers), then sent on with
+/// `Connection: close` and its response relayed as it came. One request per
+/// connection. When the registry cannot be reached it answers 502.
+pub struct CountingProxy {
+    pub host: String,
+    log: Arc<Mutex<Vec<(String, String)>>>,
+    _acceptor: Acceptor,
+}
+
+impl CountingProxy {
+    pub fn start(upstream_host: &str, delay: Duration) -> CountingProxy {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (lg, up) = (log.clone(), upstream_host.to_string());
+        let acceptor = Acceptor::start(move |conn, _| proxy_one(conn, &up, &lg, delay));
+        CountingProxy { host: acceptor.host.clone(), log, _acceptor: acceptor }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// How many `method` requests had this path (query ignored).
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|(m, t)| m == method && t.split('?').next() == Some(path)).count()
+    }
+
+    /// Every request so far: (method, target).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Relays one request to `upstream` and its whole response back (at most
+/// 256 MiB, 30 s of silence).
+fn proxy_one(mut conn: TcpStream, upstream: &str, log: &Mutex<Vec<(String, String)>>, delay: Duration) {
+    let Some(req) = read_request(&mut conn) else { return };
+    log.lock().unwrap().push((req.method.clone(), req.target.clone()));
+    thread::sleep(delay);
+    let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.target);
+    for (k, v) in req.headers.iter().filter(|(k, _)| k != "connection" && k != "host") {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("host: {upstream}\r\nconnection: close\r\n\r\n"));
+    let addr = upstream.parse().expect("upstream is host:port");
+    let Ok(mut up) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        let _ = write_head(&mut conn, 502, &[], 0);
+        return;
+    };
+    let _ = up.set_read_timeout(Some(Duration::from_secs(30)));
+    if up.write_all(head.as_bytes()).and_then(|_| up.write_all(&req.body)).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 64 * 1024];
+    let mut relayed = 0usize;
+    while relayed < 256 << 20 {
+        match up.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                relayed += n;
+            }
+        }
+    }
+    let _ = conn.flush();
+    let _ = conn.shutdown(Shutdown::Both);
 }
