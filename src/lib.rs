@@ -87,6 +87,17 @@ use crate::config::{Config, Problems};
 use crate::mirror::Mirror;
 use crate::policy::PolicySet;
 
+/// Stack for each runtime worker. One manifest request polls a deep chain of
+/// futures (route, tag guard, coalesced upstream fetch, evidence, cosign
+/// bundle, X.509 path), and in unoptimised builds their frames outgrow
+/// tokio's 2 MiB default. 8 MiB is address space, touched only as used.
+pub const WORKER_STACK_BYTES: usize = 8 << 20;
+
+/// The runtime `sigmirror` runs on (tests and benches use it too).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(WORKER_STACK_BYTES).build()
+}
+
 /// Loads and validates a config file and everything it points at. Returns
 /// every problem at once.
 pub fn load(path: &std::path::Path) -> Result<Mirror, Problems> {

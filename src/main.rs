@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         // would otherwise get escape codes inside every field.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match sigmirror::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
