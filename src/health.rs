@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 
-use crate::app::App;
 use crate::metrics::METRICS;
 use crate::response::{full, Body};
 
@@ -52,19 +51,18 @@ pub fn healthz(head: bool) -> Response<Body> {
 
 /// `GET /readyz`: 200 when traffic should come here, else 503; the body is a
 /// JSON detail either way.
-pub fn readyz(app: &App, head: bool) -> Response<Body> {
-    let draining = app.health.is_draining();
-    let stale = app.health.stale();
-    let mirror = app.mirror();
+pub fn readyz(health: &Health, config_file: &std::path::Path, pin_store: Option<String>, head: bool) -> Response<Body> {
+    let draining = health.is_draining();
+    let stale = health.stale();
     let detail = serde_json::json!({
         "ready": !draining,
         "draining": draining,
         "config": {
-            "file": mirror.config.file.display().to_string(),
+            "file": config_file.display().to_string(),
             "stale": stale.is_some(),
             "reason": stale,
         },
-        "pin_store": app.tags.as_ref().map(|t| t.store().describe()),
+        "pin_store": pin_store,
     });
     let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let mut body = serde_json::to_string_pretty(&detail).unwrap_or_default();

@@ -62,6 +62,7 @@ pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod integrity;
 pub mod listing;
 pub mod metrics;
 pub mod mirror;
@@ -86,6 +87,8 @@ use crate::app::App;
 use crate::config::{Config, Problems};
 use crate::mirror::Mirror;
 use crate::policy::PolicySet;
+
+const TLS_FIX: &str = "point tls_cert at the PEM certificate chain (leaf first) and tls_key at its private key";
 
 /// Stack for each runtime worker. One manifest request polls a deep chain of
 /// futures (route, tag guard, coalesced upstream fetch, evidence, cosign
@@ -126,17 +129,20 @@ pub fn load_watching(path: &std::path::Path) -> (Result<Mirror, Problems>, Vec<s
         Some(files) => match tls::acceptor(&files) {
             Ok(a) => Some(a),
             Err(e) => {
-                let key = match e {
-                    tls::TlsError::Cert(_) => "tls_cert",
-                    tls::TlsError::ClientCa(_) => "client_ca",
-                    tls::TlsError::Key(_) | tls::TlsError::Rustls(_) => "tls_key",
+                // Cert and client_ca errors name their file; a key that does
+                // not fit the certificate is about both.
+                let (key, what, fix) = match &e {
+                    tls::TlsError::Cert(_) => ("tls_cert", e.to_string(), TLS_FIX),
+                    tls::TlsError::ClientCa(_) => (
+                        "client_ca",
+                        e.to_string(),
+                        "point at a PEM bundle of the CA certificates that issue client certificates",
+                    ),
+                    tls::TlsError::Key(_) | tls::TlsError::Rustls(_) => {
+                        ("tls_key", format!("{} and {}: {e}", files.cert.name, files.key.name), TLS_FIX)
+                    }
                 };
-                let names = format!("{} and {}", files.cert.name, files.key.name);
-                checker.problem(
-                    key,
-                    format!("{names}: {e}"),
-                    "point tls_cert at the PEM certificate chain (leaf first) and tls_key at its private key",
-                );
+                checker.problem(key, what, fix);
                 None
             }
         },

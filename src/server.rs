@@ -67,7 +67,10 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
     match req.uri().path() {
         "/metrics" => return Ok(response::metrics(METRICS.encode(), head)),
         "/healthz" => return Ok(crate::health::healthz(head)),
-        "/readyz" => return Ok(crate::health::readyz(app, head)),
+        "/readyz" => {
+            let pin_store = app.tags.as_ref().map(|t| t.store().describe());
+            return Ok(crate::health::readyz(&app.health, &app.mirror().config.file, pin_store, head));
+        }
         _ => {}
     }
     let route = parse_route(req.uri().path())?;

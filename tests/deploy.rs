@@ -673,7 +673,10 @@ fn the_readme_creates_every_secret_and_configmap_the_pods_mount() {
 
 /// Every metric name a PromQL expression uses, with the label names and
 /// `=` values of its selector.
-fn selectors(expr: &str) -> Vec<(String, Vec<(String, String, String)>)> {
+/// A label matcher: (label, operator, value).
+type Matcher = (String, String, String);
+
+fn selectors(expr: &str) -> Vec<(String, Vec<Matcher>)> {
     let metric = regex::Regex::new(r"\b([a-z_][a-z0-9_]*)\s*(\{[^}]*\})?").unwrap();
     let matcher = regex::Regex::new(r#"([a-z_][a-z0-9_]*)\s*(=~|!=|!~|=)\s*"([^"]*)""#).unwrap();
     // Words that are PromQL, not series: functions, aggregations, keywords.
@@ -810,6 +813,7 @@ fn the_grafana_dashboard_has_what_grafana_needs_and_queries_only_exported_metric
     let mut cells: BTreeSet<(u64, u64)> = BTreeSet::new();
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     let mut exprs = 0;
+    let variable = regex::Regex::new(r"\$([a-z_]+)").unwrap();
     for panel in panels {
         let id = panel["id"].as_u64().expect("panel without an id");
         assert!(ids.insert(id), "panel id {id} twice");
@@ -838,7 +842,7 @@ fn the_grafana_dashboard_has_what_grafana_needs_and_queries_only_exported_metric
         for target in targets {
             assert!(refs.insert(target["refId"].as_str().unwrap()), "{title}: refId twice");
             let expr = target["expr"].as_str().unwrap();
-            for var in regex::Regex::new(r"\$([a-z_]+)").unwrap().captures_iter(expr) {
+            for var in variable.captures_iter(expr) {
                 assert!(
                     names.contains(&var[1]) || &var[1] == "__rate_interval",
                     "{title}: ${} is not defined",

@@ -356,7 +356,7 @@ impl Reader {
             std::future::ready(out)
         });
         let remaining = len.map(|n| n.saturating_sub(self.pos));
-        Ok(crate::blob::verify_stream_from(Box::pin(body), d.clone(), remaining, hasher))
+        Ok(crate::integrity::verify_stream_from(Box::pin(body), d.clone(), remaining, hasher))
     }
 }
 
