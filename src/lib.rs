@@ -125,7 +125,17 @@ pub fn load_watching(path: &std::path::Path) -> (Result<Mirror, Problems>, Vec<s
             );
         }
     }
-    let tls = match tls::TlsFiles::of(&config) {
+    // The client CA on its own first, so its problem is reported even when
+    // the certificate or key has one too.
+    let ca_ok = match config.client_ca.as_ref().map(tls::client_verifier) {
+        Some(Err(e)) => {
+            let fix = "point at a PEM bundle of the CA certificates that issue client certificates";
+            checker.problem("client_ca", e.to_string(), fix);
+            false
+        }
+        _ => true,
+    };
+    let tls = match tls::TlsFiles::of(&config).filter(|_| ca_ok) {
         Some(files) => match tls::acceptor(&files) {
             Ok(a) => Some(a),
             Err(e) => {
