@@ -111,7 +111,7 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("load: {conc} connections, {secs} s per cell, one run, ratios against nginx");
-    println!("sigmirror RSS after start: {} MiB\n", rss_kib(mirror.pid()) / 1024);
+    println!("sigmirror RSS after start: {} MiB\n", mirror.proc_status_kib("VmRSS") / 1024);
     println!("1. manifests");
     let manifests: [(&str, &str, String); 3] = [
         ("GET manifest by digest", "GET", format!("/v2/{REPO}/manifests/{}", image.digest)),
@@ -203,23 +203,21 @@ fn main() {
     }
 
     println!("\n5. sigmirror peak RSS (sampled every 50 ms from /proc)");
+    let rss = || mirror.proc_status_kib("VmRSS");
     let rss_during = |what: &str, work: &dyn Fn()| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let pid = mirror.pid();
-        let sampler = {
-            let (stop, peak) = (stop.clone(), peak.clone());
-            std::thread::spawn(move || {
+        let stop = AtomicBool::new(false);
+        let peak = AtomicU64::new(0);
+        let at_start = rss();
+        std::thread::scope(|s| {
+            s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    peak.fetch_max(rss(), Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(50));
                 }
-            })
-        };
-        let at_start = rss_kib(pid);
-        work();
-        stop.store(true, Ordering::Relaxed);
-        sampler.join().unwrap();
+            });
+            work();
+            stop.store(true, Ordering::Relaxed);
+        });
         println!(
             "    {what:<48} start {:>6} MiB  peak {:>6} MiB",
             at_start / 1024,
@@ -248,15 +246,6 @@ fn main() {
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Every request the origin has logged so far.

@@ -94,7 +94,7 @@ const TLS_FIX: &str = "point tls_cert at the PEM certificate chain (leaf first) 
 /// futures (route, tag guard, coalesced upstream fetch, evidence, cosign
 /// bundle, X.509 path), and in unoptimised builds their frames outgrow
 /// tokio's 2 MiB default. 8 MiB is address space, touched only as used.
-pub const WORKER_STACK_BYTES: usize = 8 << 20;
+const WORKER_STACK_BYTES: usize = 8 << 20;
 
 /// The runtime `sigmirror` runs on (tests and benches use it too).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

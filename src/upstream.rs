@@ -476,17 +476,7 @@ impl UpstreamClient {
         reference: &ManifestRef,
         accept: &str,
     ) -> Result<Manifest, UpstreamError> {
-        let resp = self
-            .send(
-                Kind::Manifest,
-                repo,
-                reqwest::Method::GET,
-                &format!("{repo}/manifests/{reference}"),
-                Some(accept),
-                Some(self.cfg.request_timeout),
-            )
-            .await?;
-        let resp = check_status(resp, Kind::Manifest).await?;
+        let resp = self.manifest_request(Kind::Manifest, repo, reference, accept).await?;
         let declared = header(&resp, "docker-content-digest");
         let content_type = header(&resp, CONTENT_TYPE.as_str());
         let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, "a manifest", self.cfg.request_timeout).await?;
@@ -506,6 +496,21 @@ impl UpstreamClient {
             .or_else(|| sniff_media_type(&bytes))
             .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
         Ok(Manifest { bytes, digest, media_type })
+    }
+
+    /// `GET` (`Kind::Manifest`) or `HEAD` (`Kind::ManifestHead`) of
+    /// `/v2/<repo>/manifests/<ref>`, answered with a success status.
+    async fn manifest_request(
+        &self,
+        kind: Kind,
+        repo: &str,
+        reference: &ManifestRef,
+        accept: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let method = if kind == Kind::ManifestHead { reqwest::Method::HEAD } else { reqwest::Method::GET };
+        let path = format!("{repo}/manifests/{reference}");
+        let resp = self.send(kind, repo, method, &path, Some(accept), Some(self.cfg.request_timeout)).await?;
+        check_status(resp, kind).await
     }
 
     /// `HEAD /v2/<repo>/manifests/<ref>`: the digest upstream declares, to
@@ -529,17 +534,7 @@ impl UpstreamClient {
         reference: &ManifestRef,
         accept: &str,
     ) -> Result<Option<HeadInfo>, UpstreamError> {
-        let resp = self
-            .send(
-                Kind::ManifestHead,
-                repo,
-                reqwest::Method::HEAD,
-                &format!("{repo}/manifests/{reference}"),
-                Some(accept),
-                Some(self.cfg.request_timeout),
-            )
-            .await?;
-        let resp = check_status(resp, Kind::ManifestHead).await?;
+        let resp = self.manifest_request(Kind::ManifestHead, repo, reference, accept).await?;
         let Some(digest) = header(&resp, "docker-content-digest").and_then(|d| d.trim().parse::<Digest>().ok()) else {
             return Ok(None);
         };

@@ -266,31 +266,26 @@ impl Reader {
             Upstream(std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>),
             Over,
         }
-        futures_util::stream::unfold(St::File(self), |st| async move {
-            match st {
-                St::Over => None,
-                St::Upstream(mut s) => {
-                    let item = s.next().await?;
-                    let failed = item.is_err();
-                    Some((item, if failed { St::Over } else { St::Upstream(s) }))
-                }
-                St::File(mut r) => loop {
-                    match r.step().await {
+        futures_util::stream::unfold(St::File(self), |mut st| async move {
+            loop {
+                match st {
+                    St::Over => return None,
+                    St::Upstream(mut s) => {
+                        let item = s.next().await?;
+                        let next = if item.is_err() { St::Over } else { St::Upstream(s) };
+                        return Some((item, next));
+                    }
+                    St::File(mut r) => match r.step().await {
                         Step::Send(b) => return Some((Ok(b), St::File(r))),
-                        Step::Wait => continue,
+                        Step::Wait => st = St::File(r),
                         Step::End => return None,
                         Step::Fail(e) => return Some((Err(e), St::Over)),
                         Step::Upstream { len } => match r.continue_upstream(len).await {
-                            Ok(s) => {
-                                let mut s = Box::pin(s);
-                                let item = s.next().await?;
-                                let failed = item.is_err();
-                                return Some((item, if failed { St::Over } else { St::Upstream(s) }));
-                            }
+                            Ok(s) => st = St::Upstream(Box::pin(s)),
                             Err(e) => return Some((Err(e), St::Over)),
                         },
-                    }
-                },
+                    },
+                }
             }
         })
     }

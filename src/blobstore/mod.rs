@@ -173,13 +173,20 @@ impl BlobStore {
     /// has not checked it yet. `None` when it is not cached, or was and no
     /// longer matches its digest (then it is deleted).
     pub async fn open_cached(self: &Arc<Self>, digest: &Digest) -> Option<Cached> {
-        let (checked, reader) = {
+        // One lock per serve: recency, the reader guard, and whether the
+        // file's mtime is due a refresh (see `TOUCH_EVERY`).
+        let now = SystemTime::now();
+        let (checked, reader, touch) = {
             let mut index = self.index.lock().expect("blob index lock");
             index.clock += 1;
             let clock = index.clock;
             let e = index.entries.get_mut(digest)?;
             e.used = clock;
-            (e.checked, e.readers.clone())
+            let touch = now.duration_since(e.touched).unwrap_or_default() >= TOUCH_EVERY;
+            if touch {
+                e.touched = now;
+            }
+            (e.checked, e.readers.clone(), touch)
         };
         let path = self.path(digest);
         if !checked {
@@ -206,20 +213,11 @@ impl BlobStore {
             }
         };
         let size = file.metadata().map(|m| m.len()).ok()?;
-        self.touch(digest, &file);
-        Some(Cached { file, size, guard: ReadGuard(reader) })
-    }
-
-    /// Refreshes the file's modification time when it is older than
-    /// [`TOUCH_EVERY`], so recency survives a restart.
-    fn touch(&self, digest: &Digest, file: &std::fs::File) {
-        let now = SystemTime::now();
-        let mut index = self.index.lock().expect("blob index lock");
-        let Some(e) = index.entries.get_mut(digest) else { return };
-        if now.duration_since(e.touched).unwrap_or_default() >= TOUCH_EVERY {
-            e.touched = now;
+        if touch {
+            // Recency that survives a restart; a failure only costs that.
             let _ = file.set_modified(now);
         }
+        Some(Cached { file, size, guard: ReadGuard(reader) })
     }
 
     fn remove(&self, digest: &Digest) {

@@ -86,8 +86,9 @@ impl TagGuard {
         pull: &Pull,
         tag: &str,
     ) -> Result<(Manifest, Recalled<Verdict>), Error> {
-        let subject = crate::audit::Subject::request(&pull.registry, &pull.repo, &pull.reference);
-        self.resolve_pinned(mirror, policy, pull, tag).await.map_err(|e| refuse_unverifiable(policy, subject, e))
+        self.resolve_pinned(mirror, policy, pull, tag).await.map_err(|e| {
+            refuse_unverifiable(policy, crate::audit::Subject::request(&pull.registry, &pull.repo, &pull.reference), e)
+        })
     }
 
     async fn resolve_pinned(

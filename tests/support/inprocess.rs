@@ -109,12 +109,7 @@ impl InProcess {
 /// What `sigmirror serve` does between loading the config and serving, on a
 /// runtime of its own; reports the bound address (or why not) on `ready`.
 fn serve(config: &Path, with_pins: bool, ready: mpsc::Sender<Result<String, String>>, shutdown: oneshot::Receiver<()>) {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(sigmirror::WORKER_STACK_BYTES)
-        .enable_all()
-        .build()
-    {
+    let rt = match sigmirror::runtime() {
         Ok(rt) => rt,
         Err(e) => return drop(ready.send(Err(format!("cannot start the async runtime: {e}")))),
     };
