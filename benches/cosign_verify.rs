@@ -56,7 +56,7 @@ fn vectors() -> PathBuf {
 /// config path the `Checker` is given.
 fn authority() -> CosignAuthority {
     let text =
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r\"\nurl = \"http://127.0.0.1:1\"\n\
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r\"\nurl = \"http://127.0.0.1:1\"\ndangerous_plain_http = true\n\
                 [[policy]]\nname = \"bench\"\nscope = [\"*\"]\ncosign_keys = [\"cosign.pub\"]\n";
     let (_, section, mut c) =
         Config::from_str(text, Checker::new(&vectors().join("sigmirror.toml"))).expect("config toml");

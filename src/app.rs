@@ -59,7 +59,7 @@ impl App {
     pub async fn start(mirror: Mirror) -> Result<App, String> {
         let cfg = &mirror.config;
         data_dir_writable(&cfg.data_dir)?;
-        let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref())
+        let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref(), cfg.pin_store_password.as_deref())
             .await
             .map_err(|e| format!("cannot open the pin store: {e}"))?;
         tracing::info!("pin store: {}", store.describe());
@@ -110,7 +110,7 @@ pub async fn check_stores(mirror: &Mirror) -> Result<(), String> {
     let cfg = &mirror.config;
     data_dir_writable(&cfg.data_dir)?;
     match cfg.pin_store.as_deref() {
-        Some(url) => PinStore::open(&cfg.data_dir, Some(url))
+        Some(url) => PinStore::open(&cfg.data_dir, Some(url), cfg.pin_store_password.as_deref())
             .await
             .map(drop)
             .map_err(|e| format!("cannot open the pin store: {e}")),

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config_text::Source;
+
 /// The config file as written, before validation.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,11 @@ pub struct RawConfig {
     pub notation: Option<RawNotation>,
     /// `postgres://…` for a shared pin store; default is the embedded store.
     pub pin_store: Option<String>,
+    /// The pin store's password, kept out of the URL (which is logged and
+    /// often kept in git): a file (a mounted Secret) or an environment
+    /// variable.
+    pub pin_store_password_file: Option<PathBuf>,
+    pub pin_store_password_env: Option<String>,
     pub pins_file: Option<PathBuf>,
     /// How often a pinned tag is re-resolved upstream, in the background, to
     /// detect moves. 0 checks on every fetch (still in the background).
@@ -68,7 +75,14 @@ pub struct RawUpstream {
     pub default: bool,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// The name of an environment variable that holds the password, as
+    /// Kubernetes sets from a Secret (`env.valueFrom.secretKeyRef`).
+    pub password_env: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// Required for an `http://` url: requests, tokens and credentials then
+    /// cross the network in the clear. Warned at start.
+    #[serde(default)]
+    pub dangerous_plain_http: bool,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     #[serde(default = "default_request_timeout")]
@@ -131,8 +145,13 @@ pub struct RawPolicy {
     /// Where cosign signatures live, like `COSIGN_REPOSITORY`: `<repo>` in the same registry.
     pub signature_repository: Option<String>,
     /// What `critical.identity.docker-reference` must name. Default:
-    /// `<registry>/<repository>`; `"any"` skips the check (for renamed mirrors).
+    /// `<registry>/<repository>`.
     pub docker_reference: Option<String>,
+    /// Skip the docker-reference check (for images copied under another
+    /// name). Insecure: a signature made for any image name is accepted.
+    /// Warned at start. Replaces `docker_reference = "any"`.
+    #[serde(default)]
+    pub dangerous_skip_docker_reference: bool,
     /// Accept cosign bundles whose signed statement names no repository, as
     /// cosign v3 writes them. Insecure: such a bundle can be copied, with the
     /// image, from any repository signed by a trusted key. Warned at start.
@@ -250,6 +269,11 @@ fn default_blob_max_bytes() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub file: PathBuf,
+    /// Line and column (1-based) of the key, or of its table when the key
+    /// is missing; `None` for problems of no one place.
+    pub at: Option<(usize, usize)>,
+    /// The `name` of the policy the key belongs to, when it is in one.
+    pub policy: Option<String>,
     pub key: String,
     pub message: String,
     pub fix: String,
@@ -257,7 +281,14 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {} (fix: {})", self.file.display(), self.key, self.message, self.fix)
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.at {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(name) = &self.policy {
+            write!(f, ": in policy {name:?}")?;
+        }
+        write!(f, ": {}: {} (fix: {})", self.key, self.message, self.fix)
     }
 }
 
@@ -268,7 +299,10 @@ pub struct Problems(pub Vec<Problem>);
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
-        for p in &self.0 {
+        // In file order, as an editor shows them; problems of no one place last.
+        let mut sorted: Vec<&Problem> = self.0.iter().collect();
+        sorted.sort_by_key(|p| (p.file.clone(), p.at.is_none(), p.at));
+        for p in sorted {
             writeln!(f, "  - {p}")?;
         }
         Ok(())
@@ -279,7 +313,15 @@ impl fmt::Display for Problems {
 pub struct Checker {
     file: PathBuf,
     base: PathBuf,
+    /// The file's text, to place every problem at its line and column.
+    source: Option<std::sync::Arc<Source>>,
+    /// Keys the strict parse already reported and stepped over: a value
+    /// stood in for them must not be reported again.
+    replaced: Vec<String>,
     pub problems: Vec<Problem>,
+    /// Legal but almost always a mistake: printed by `check-config` and
+    /// logged at start, never fatal.
+    pub warnings: Vec<Problem>,
     /// Every path the config made us read (or try to), the config file first:
     /// what a reload watches.
     pub watched: Vec<PathBuf>,
@@ -288,16 +330,41 @@ pub struct Checker {
 impl Checker {
     pub fn new(file: &Path) -> Checker {
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        Checker { file: file.to_path_buf(), base, problems: Vec::new(), watched: vec![file.to_path_buf()] }
+        Checker {
+            file: file.to_path_buf(),
+            base,
+            source: None,
+            replaced: Vec::new(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            watched: vec![file.to_path_buf()],
+        }
     }
 
     pub fn problem(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            key: key.into(),
-            message: message.into(),
-            fix: fix.into(),
-        });
+        let key = key.into();
+        let under = |r: &String| key == *r || key.starts_with(&format!("{r}.")) || key.starts_with(&format!("{r}["));
+        if self.replaced.iter().any(under) {
+            return;
+        }
+        let p = self.placed(key, message.into(), fix.into());
+        self.problems.push(p);
+    }
+
+    /// Records something legal that is almost always a mistake.
+    pub fn warn(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
+        let p = self.placed(key.into(), message.into(), fix.into());
+        self.warnings.push(p);
+    }
+
+    fn placed(&self, key: String, message: String, fix: String) -> Problem {
+        let at = self.source.as_ref().and_then(|s| s.locate(&key));
+        let policy = key
+            .strip_prefix("policy[")
+            .and_then(|r| r.split(']').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| self.source.as_ref()?.policy_name(i).map(str::to_string));
+        Problem { file: self.file.clone(), at, policy, key, message, fix }
     }
 
     /// Resolves a path from the config against the config file's directory.
@@ -393,6 +460,7 @@ pub struct PolicyConfig {
     pub rekor_keys: Vec<FileSetting>,
     pub signature_repository: Option<String>,
     pub docker_reference: Option<String>,
+    pub dangerous_skip_docker_reference: bool,
     pub dangerous_accept_unbound_bundles: bool,
     pub notation: bool,
     pub immutable_tags: Vec<String>,
@@ -465,6 +533,8 @@ pub struct Config {
     pub pin_revalidate: Duration,
     /// A `postgres://` URL (scheme checked), or `None` for the embedded store.
     pub pin_store: Option<String>,
+    /// From `pin_store_password_file` or `pin_store_password_env`.
+    pub pin_store_password: Option<String>,
     /// The pins file, read; `lib::load` checks that it parses.
     pub pins_file: Option<TrustFile>,
     /// `drain_secs`.
@@ -479,6 +549,9 @@ pub struct Config {
 pub struct PolicySection {
     pub policy: Vec<PolicyConfig>,
     pub notation: Option<NotationConfig>,
+    /// The configured upstreams' registry names: a scope none of them can
+    /// match is warned about.
+    pub registries: Vec<String>,
 }
 
 impl PolicySection {
@@ -493,7 +566,8 @@ impl PolicySection {
             NotationConfig { trust_policy, trust_store }
         });
         let policy = raw.policy.iter().enumerate().map(|(i, p)| policy_config(i, p, c)).collect();
-        PolicySection { policy, notation }
+        let registries = raw.upstream.iter().map(|u| u.registry.clone()).collect();
+        PolicySection { policy, notation, registries }
     }
 }
 
@@ -501,6 +575,24 @@ fn policy_config(i: usize, p: &RawPolicy, c: &mut Checker) -> PolicyConfig {
     let files = |c: &mut Checker, what: &str, paths: &[PathBuf]| -> Vec<FileSetting> {
         paths.iter().enumerate().map(|(j, f)| c.setting(&format!("policy[{i}].{what}[{j}]"), Some(f))).collect()
     };
+    match (p.docker_reference.as_deref(), p.dangerous_skip_docker_reference) {
+        (Some("any"), _) => c.problem(
+            format!("policy[{i}].docker_reference"),
+            "\"any\" no longer turns the docker-reference check off",
+            "set dangerous_skip_docker_reference = true instead, if you must",
+        ),
+        (Some(_), true) => c.problem(
+            format!("policy[{i}].dangerous_skip_docker_reference"),
+            "is set together with docker_reference",
+            "keep docker_reference (checked) or the skip, not both",
+        ),
+        (None, true) => c.warn(
+            format!("policy[{i}].dangerous_skip_docker_reference"),
+            "the docker-reference check is off: a signature this policy trusts for any image name is accepted here",
+            "name the signed reference with docker_reference instead",
+        ),
+        _ => {}
+    }
     // In the order the verifiers report on them.
     let rekor_keys = files(c, "rekor_keys", &p.rekor_keys);
     let cosign_keys = files(c, "cosign_keys", &p.cosign_keys);
@@ -541,6 +633,7 @@ fn policy_config(i: usize, p: &RawPolicy, c: &mut Checker) -> PolicyConfig {
         rekor_keys,
         signature_repository: p.signature_repository.clone(),
         docker_reference: p.docker_reference.clone(),
+        dangerous_skip_docker_reference: p.dangerous_skip_docker_reference,
         dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
         notation: p.notation,
         immutable_tags: p.immutable_tags.clone(),
@@ -566,13 +659,26 @@ impl Config {
     }
 
     pub fn from_str(text: &str, mut c: Checker) -> Result<(Config, PolicySection, Checker), Problems> {
-        let raw: RawConfig = match toml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                let key = e.span().map(|s| format!("at byte {}", s.start)).unwrap_or_else(|| "(syntax)".into());
-                c.problem(key, e.message().to_string(), "see config/sigmirror.toml for every accepted key");
+        const KEYS_FIX: &str = "see config/sigmirror.toml and the README's configuration table for every accepted key";
+        let source = match Source::parse(text) {
+            Ok(s) => std::sync::Arc::new(s),
+            Err((at, message)) => {
+                let mut p = c.placed("(syntax)".into(), message.trim().to_string(), "fix the TOML syntax".into());
+                p.at = at;
+                c.problems.push(p);
                 return Err(Problems(c.problems));
             }
+        };
+        c.source = Some(source.clone());
+        // Every unknown key and wrong type at once; validation then goes on
+        // over what parsed, so its problems are reported in the same run.
+        let parsed = source.deserialize::<RawConfig>();
+        for p in &parsed.problems {
+            c.problem(p.key.clone(), p.message.clone(), KEYS_FIX);
+        }
+        c.replaced = parsed.replaced;
+        let Some(raw) = parsed.raw else {
+            return Err(Problems(c.problems));
         };
         let listen = match raw.listen.parse::<SocketAddr>() {
             Ok(a) => a,
@@ -621,6 +727,7 @@ impl Config {
             stale_if_error: Duration::from_secs(raw.cache.stale_if_error_secs),
             pin_revalidate: Duration::from_secs(raw.pin_revalidate_secs),
             pin_store: validate_pin_store(raw.pin_store.as_deref(), &mut c),
+            pin_store_password: pin_store_password(&raw, &mut c),
             pins_file: raw.pins_file.as_ref().and_then(|f| c.read("pins_file", f)),
             drain: Duration::from_secs(raw.drain_secs),
             watched: Vec::new(),
@@ -690,8 +797,33 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
             );
         }
         let (plain_http, host) = if let Some(h) = u.url.strip_prefix("https://") {
+            if u.dangerous_plain_http {
+                c.problem(
+                    key("dangerous_plain_http"),
+                    "is set, but the url is https://",
+                    "remove dangerous_plain_http",
+                );
+            }
             (false, h)
         } else if let Some(h) = u.url.strip_prefix("http://") {
+            if !u.dangerous_plain_http {
+                c.problem(
+                    key("url"),
+                    format!(
+                        "{:?} is plain HTTP, which sends requests and credentials in the clear",
+                        redact_userinfo(&u.url)
+                    ),
+                    "use https://, or set dangerous_plain_http = true for a registry on loopback",
+                );
+            } else if !is_loopback_host(h.trim_end_matches('/')) {
+                c.warn(
+                    key("url"),
+                    format!("{:?} is plain HTTP to a host that is not loopback", redact_userinfo(&u.url)),
+                    "use https://; plain HTTP is meant for a registry on the same machine",
+                );
+            } else {
+                c.warn(key("dangerous_plain_http"), "plain HTTP to a loopback registry", "use https:// in production");
+            }
             (true, h)
         } else {
             c.problem(
@@ -718,15 +850,34 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
                 "drop any path; sigmirror adds /v2/ itself",
             );
         }
-        let password = match (&u.username, &u.password_file) {
-            (Some(_), Some(p)) => {
+        let password = match (&u.username, &u.password_file, &u.password_env) {
+            (Some(_), Some(_), Some(_)) => {
+                c.problem(
+                    key("password_env"),
+                    "password_file and password_env are both set",
+                    "keep one source of the password",
+                );
+                None
+            }
+            (Some(_), Some(p), None) => {
                 c.read(&key("password_file"), p).map(|f| String::from_utf8_lossy(&f.bytes).trim().to_string())
             }
-            (None, None) => None,
+            (Some(_), None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                _ => {
+                    c.problem(
+                        key("password_env"),
+                        format!("the environment variable {var} is not set or empty"),
+                        "set it (from a Secret), or use password_file",
+                    );
+                    None
+                }
+            },
+            (None, None, None) => None,
             _ => {
                 c.problem(
                     key("username"),
-                    "username and password_file must be set together",
+                    "username and a password (password_file or password_env) must be set together",
                     "set both for basic or token auth, or neither for anonymous pulls",
                 );
                 None
@@ -753,6 +904,15 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
         });
     }
     out
+}
+
+/// `host[:port]` names this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback_host(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A URL with its userinfo (`user:password@`) replaced by `…`, for
@@ -812,6 +972,15 @@ fn validate_audit_path(path: Option<&Path>, c: &mut Checker) -> Option<PathBuf> 
 fn validate_pin_store(url: Option<&str>, c: &mut Checker) -> Option<String> {
     let url = url?;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let authority = url.split_once("://").map_or("", |(_, r)| r.split(['/', '?']).next().unwrap_or(""));
+        if authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':')) {
+            c.problem(
+                "pin_store",
+                format!("{:?} holds a password", redact_userinfo(url)),
+                "drop it from the URL and set pin_store_password_file (a mounted Secret) or pin_store_password_env",
+            );
+            return None;
+        }
         return Some(url.to_string());
     }
     c.problem(
@@ -820,6 +989,31 @@ fn validate_pin_store(url: Option<&str>, c: &mut Checker) -> Option<String> {
         "write postgres://user:password@host/db, or remove the key for the embedded store under data_dir",
     );
     None
+}
+
+/// The pin store password from its file or environment variable.
+fn pin_store_password(raw: &RawConfig, c: &mut Checker) -> Option<String> {
+    match (&raw.pin_store_password_file, &raw.pin_store_password_env) {
+        (Some(_), Some(_)) => {
+            c.problem("pin_store_password_env", "pin_store_password_file is set too", "keep one of them");
+            None
+        }
+        (Some(f), None) => {
+            c.read("pin_store_password_file", f).map(|f| String::from_utf8_lossy(&f.bytes).trim().to_string())
+        }
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+            _ => {
+                c.problem(
+                    "pin_store_password_env",
+                    format!("the environment variable {var} is not set or empty"),
+                    "set it (from a Secret), or use pin_store_password_file",
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    }
 }
 
 /// For unit tests of the verifiers: one `[[policy]]` table (name and scope

@@ -60,6 +60,7 @@ pub mod blobstore;
 pub mod cache;
 pub mod coalesce;
 pub mod config;
+pub mod config_text;
 pub mod error;
 pub mod health;
 pub mod integrity;
@@ -161,11 +162,12 @@ pub fn load_watching(path: &std::path::Path) -> (Result<Mirror, Problems>, Vec<s
     if !checker.problems.is_empty() {
         return (Err(Problems(checker.problems)), watched);
     }
+    let warnings = std::mem::take(&mut checker.warnings);
     let mirror = Mirror::new(config, policies).map_err(|e| {
         checker.problem("upstream", e, "check ca_file and the upstream url");
         Problems(checker.problems)
     });
-    (mirror.map(|m| Mirror { tls, ..m }), watched)
+    (mirror.map(|m| Mirror { tls, warnings, ..m }), watched)
 }
 
 /// Serves until `shutdown` completes, then drains: stops accepting, turns

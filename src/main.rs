@@ -115,6 +115,7 @@ async fn serve(config: PathBuf) -> ExitCode {
     let addr = state.config.listen;
     let scheme = if state.config.tls.is_some() { "https" } else { "http" };
     let (policies, upstreams) = (state.policies.policies.len(), state.upstreams.len());
+    state.log_warnings();
     // Everything opened before the listening line, which tests, scripts and
     // probes take to mean "serving".
     let app = match App::start(state).await {
@@ -170,11 +171,15 @@ async fn check_config(config: PathBuf) -> ExitCode {
                 print!("1 problem(s) in the configuration:\n  - {}: {e}\n", config.display());
                 return ExitCode::from(1);
             }
+            for w in &state.warnings {
+                println!("warning: {w}");
+            }
             println!(
-                "{}: OK ({} upstream(s), {} policy(ies))",
+                "{}: OK ({} upstream(s), {} policy(ies), {} warning(s))",
                 config.display(),
                 state.upstreams.len(),
-                state.policies.policies.len()
+                state.policies.policies.len(),
+                state.warnings.len()
             );
             ExitCode::SUCCESS
         }
@@ -235,7 +240,13 @@ async fn pins(config: PathBuf, action: PinsAction) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let store = match PinStore::open(&state.config.data_dir, state.config.pin_store.as_deref()).await {
+    let store = match PinStore::open(
+        &state.config.data_dir,
+        state.config.pin_store.as_deref(),
+        state.config.pin_store_password.as_deref(),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot open the pin store: {e}");

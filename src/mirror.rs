@@ -54,15 +54,15 @@ pub struct Mirror {
     pub audit: Arc<AuditLog>,
     /// The listener's TLS, from `tls_cert` and `tls_key` (set by `lib::load`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What `check-config` warns about (set by `lib::load`); logged when this
+    /// config starts serving.
+    pub warnings: Vec<crate::config::Problem>,
 }
 
 impl Mirror {
     pub fn new(config: Config, policies: PolicySet) -> Result<Mirror, String> {
         let mut upstreams = HashMap::new();
         for u in &config.upstreams {
-            if u.plain_http {
-                tracing::warn!(registry = %u.registry, host = %u.host, "upstream uses plain HTTP: only use this for a registry on loopback");
-            }
             upstreams.insert(u.registry.clone(), Arc::new(UpstreamClient::new(u)?));
         }
         Ok(Mirror {
@@ -76,7 +76,15 @@ impl Mirror {
             policies,
             upstreams,
             tls: None,
+            warnings: Vec::new(),
         })
+    }
+
+    /// Logs every warning of this config, once, when it starts serving.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(key = %w.key, "config warning: {w}");
+        }
     }
 
     /// The upstream for `ns` (or the default one). Unknown registries are never

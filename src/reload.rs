@@ -100,6 +100,7 @@ pub fn reload(app: &App, config: &Path, why: &str) -> Vec<PathBuf> {
     match loaded {
         Ok(mirror) => {
             warn_restart_only(&app.mirror().config, &mirror.config);
+            mirror.log_warnings();
             app.replace(mirror);
             app.health.set_stale(None);
             METRICS.config_reloads.get_or_create(&ResultLabels { result: "ok" }).inc();

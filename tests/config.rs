@@ -74,7 +74,7 @@ immutable_tags = ["[bad"]
         "upstream[0].url: \"ftp://r.test\" does not start with https://",
         "upstream[1].registry: \"r.test\" is configured twice",
         "upstream[1].url: \"https://r.test/with/path\" must be a scheme and host[:port] only",
-        "upstream[1].username: username and password_file must be set together",
+        "upstream[1].username: username and a password (password_file or password_env) must be set together",
         "policy[0].scope: is empty",
         "policy[0].cosign_keys[0]",
         "policy[1].name: \"p\" is also the name of policy[0]",
@@ -96,8 +96,104 @@ fn unknown_keys_are_errors_not_silently_ignored() {
         &format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_key = [\"typo.pub\"]\n"),
     );
     assert_eq!(code, Some(1));
-    assert!(out.contains("unknown field `cosign_key`"), "{out}");
+    assert!(out.contains("policy[0].cosign_key: unknown key `cosign_key`"), "{out}");
 }
+
+/// serde alone stops at the first error; every unknown key and wrong type
+/// must come out of one run, each at its line and column, with the policy
+/// named, and the validation of the rest must still run.
+#[test]
+fn several_unknown_keys_and_type_errors_are_reported_at_once_by_line_and_column() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let toml = "listen = 5\ndata_dir = \"data\"\ncolour = true\n\n[[upstream]]\nregistry = \"r.test\"\n\
+                url = \"https://r.test\"\ntimeout = 3\n\n[[policy]]\nname = \"team-a\"\nscope = [\"r.test/**\"]\n\
+                mode = \"enforcee\"\ncosign_keys = \"k.pub\"\nrekor_keys = [\"missing.pub\"]\n";
+    let (code, out) = check(dir.path(), toml);
+    assert_eq!(code, Some(1), "{out}");
+    for needle in [
+        "sigmirror.toml:1:1: listen: invalid type: integer `5`, expected a string",
+        "sigmirror.toml:3:1: colour: unknown key `colour`",
+        "sigmirror.toml:8:1: upstream[0].timeout: unknown key `timeout`",
+        "sigmirror.toml:13:1: in policy \"team-a\": policy[0].mode: unknown variant `enforcee`",
+        "sigmirror.toml:14:1: in policy \"team-a\": policy[0].cosign_keys: invalid type: string \"k.pub\"",
+        // Validation went on over what parsed.
+        "in policy \"team-a\": policy[0].rekor_keys[0]: cannot read",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(out.starts_with("6 problem(s)"), "{out}");
+}
+
+#[test]
+fn plain_http_needs_its_dangerous_name_and_warns_off_loopback() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let policy = "[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n";
+    let up = |extra: &str| {
+        format!("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://10.1.2.3:5000\"\n{extra}\n{policy}")
+    };
+    let (code, out) = check(dir.path(), &up(""));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("upstream[0].url: \"http://10.1.2.3:5000\" is plain HTTP") && out.contains("dangerous_plain_http"),
+        "{out}"
+    );
+    let (code, out) = check(dir.path(), &up("dangerous_plain_http = true"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: ") && out.contains("plain HTTP to a host that is not loopback"), "{out}");
+}
+
+#[test]
+fn legal_mistakes_are_warned_about_a_typo_registry_a_shadowed_policy_and_an_enforcer_without_authority() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let toml = format!(
+        "{BASE}[[policy]]\nname = \"first\"\nscope = [\"ghrc.io/**\", \"r.test/a/**\"]\nmode = \"audit\"\n\n\
+         [[policy]]\nname = \"copy\"\nscope = [\"r.test/a/**\"]\n"
+    );
+    let (code, out) = check(dir.path(), &toml);
+    assert_eq!(code, Some(0), "{out}");
+    for needle in [
+        "in policy \"first\": policy[0].scope[0]: \"ghrc.io/**\" names registry \"ghrc.io\", which no [[upstream]] is",
+        "in policy \"copy\": policy[1].scope[0]: \"r.test/a/**\" is also a scope of policy \"first\"",
+        "in policy \"copy\": policy[1]: is fully shadowed",
+        "in policy \"copy\": policy[1]: enforces but lists no authority",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(out.contains("4 warning(s)"), "{out}");
+}
+
+#[test]
+fn docker_reference_any_is_refused_in_favour_of_the_dangerous_name() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let p = |k: &str| format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n{k}\n");
+    let (code, out) = check(dir.path(), &p("docker_reference = \"any\""));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("policy[0].docker_reference: \"any\" no longer turns the docker-reference check off"),
+        "{out}"
+    );
+    let (code, out) = check(dir.path(), &p("dangerous_skip_docker_reference = true"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: ") && out.contains("docker-reference check is off"), "{out}");
+}
+
+#[test]
+fn passwords_come_from_files_or_the_environment_never_the_pin_store_url() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (code, out) = check(dir.path(), &format!("pin_store = \"postgres://u:hunter2@db/x\"\n{BASE}{AUDIT}"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("pin_store: \"postgres://…@db/x\" holds a password"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    let (code, out) =
+        check(dir.path(), &format!("pin_store_password_env = \"SIGMIRROR_TEST_UNSET_VAR\"\n{BASE}{AUDIT}"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("pin_store_password_env: the environment variable SIGMIRROR_TEST_UNSET_VAR is not set"),
+        "{out}"
+    );
+}
+
+const AUDIT: &str = "[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n";
 
 #[test]
 fn a_bad_mode_is_an_error_naming_the_choices() {

@@ -123,7 +123,7 @@ fn a_signature_naming_another_repository_is_refused_unless_the_policy_allows_ren
     sign_and_push(&registry.host, REPO, &image.digest, &key, "upstream.example/acme/app");
     let m = mirror_trusting(&registry, &key, "");
     assert_refused(&manifest(&m, "GET", REPO, "v1"), &image.digest, "signature names image upstream.example/acme/app");
-    let m = mirror_trusting(&registry, &key, "docker_reference = \"any\"\n");
+    let m = mirror_trusting(&registry, &key, "dangerous_skip_docker_reference = true\n");
     assert_eq!(manifest(&m, "GET", REPO, "v1").status, 200);
 }
 

@@ -211,11 +211,11 @@ fn a_copied_cosign_v3_bundle_naming_no_repository_is_refused_unless_the_policy_a
     assert_refused_in(&get_in(&m, COPY, "v1"), COPY, &image.digest, UNBOUND);
     // The copy cannot be told from the original, so the original is refused too.
     assert_refused(&get(&m, "v1"), &image.digest, UNBOUND);
-    assert!(!m.logs().contains("sets dangerous_accept_unbound_bundles"), "no warning without the opt-in");
+    assert!(!m.logs().contains("dangerous_accept_unbound_bundles: a cosign bundle"), "no warning without the opt-in");
 
     let m = mirror_trusting_with(&registry.url(), &k, "dangerous_accept_unbound_bundles = true\n");
     m.wait_for_log(
-        "policy releases sets dangerous_accept_unbound_bundles: a cosign bundle whose statement names no repository",
+        "in policy \"releases\": policy[0].dangerous_accept_unbound_bundles: a cosign bundle whose statement names no repository",
         Duration::from_secs(5),
     );
     let r = get_in(&m, COPY, "v1");
@@ -226,8 +226,8 @@ fn a_copied_cosign_v3_bundle_naming_no_repository_is_refused_unless_the_policy_a
         "the decision should say the bundle was unbound:\n{logs}"
     );
 
-    // docker_reference = "any" already opts out of repository binding, named or not.
-    let m = mirror_trusting_with(&registry.url(), &k, "docker_reference = \"any\"\n");
+    // dangerous_skip_docker_reference already opts out of repository binding, named or not.
+    let m = mirror_trusting_with(&registry.url(), &k, "dangerous_skip_docker_reference = true\n");
     assert_served(&get_in(&m, COPY, "v1"), &image, &m);
 }
 

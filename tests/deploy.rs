@@ -292,9 +292,10 @@ fn the_container_image_serves_its_own_config_and_agrees_with_the_dockerfile() {
     // here, with the real docker-registry standing in for Docker Hub.
     let registry = Registry::start();
     let image = push_image(&registry.host, "library/alpine", "3.20", "container-default");
-    let served = local
-        .replace(&format!("listen = \"{listen}\""), "listen = \"127.0.0.1:0\"")
-        .replace("url = \"https://registry-1.docker.io\"", &format!("url = \"{}\"", registry.url()));
+    let served = local.replace(&format!("listen = \"{listen}\""), "listen = \"127.0.0.1:0\"").replace(
+        "url = \"https://registry-1.docker.io\"",
+        &format!("url = \"{}\"\ndangerous_plain_http = true", registry.url()),
+    );
     assert!(!served.contains("registry-1.docker.io") && !served.contains(listen), "{served}");
     let mirror = Sigmirror::start_in(dir, &served);
     assert_eq!(http("GET", &format!("{}/v2/", mirror.url()), &[]).status, 200);
@@ -465,8 +466,11 @@ fn pod_filesystem(root: &Path, docs: &[Value], pin_store: &str) -> PathBuf {
                     fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
                     fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
                 }
-                // Optional registry passwords: none for public registries.
-                "sigmirror-upstream-credentials" => assert_eq!(volume["secret"]["optional"], true),
+                // The pin store's password; registry passwords beside it.
+                "sigmirror-upstream-credentials" => {
+                    assert!(volume["secret"]["optional"].is_null(), "the pin store's password is required");
+                    fs::write(dir.join("pin-store"), "not-the-password-of-the-test-server\n").unwrap();
+                }
                 other => panic!("the pod mounts Secret {other}, which this test does not know"),
             }
         } else {

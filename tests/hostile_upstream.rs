@@ -31,7 +31,7 @@ fn audit_all() -> String {
 /// `[[upstream]]` table.
 fn config(url: &str, upstream_keys: &str) -> String {
     format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{url}\"\ndefault = \
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{url}\"\ndangerous_plain_http = true\ndefault = \
          true\n{upstream_keys}\n\n{}\n",
         audit_all()
     )
@@ -331,7 +331,7 @@ fn no_error_a_client_receives_names_the_upstream_or_repeats_its_body() {
     mock.set(&format!("/v2/team-a/app/blobs/{digest}"), Reply::json(500, &marked));
     mock.set("/v2/team-a/app/tags/list", Reply::json(502, &marked));
     let config = format!(
-        "{}\n[[upstream]]\nregistry = \"dead.test\"\nurl = \"http://{dead}\"\n\n{}",
+        "{}\n[[upstream]]\nregistry = \"dead.test\"\nurl = \"http://{dead}\"\ndangerous_plain_http = true\n\n{}",
         config(&mock.url(), "request_timeout_secs = 2"),
         policy("dead", &["dead.test/**"], "audit")
     );

@@ -213,7 +213,7 @@ fn a_request_without_ns_is_refused_when_no_upstream_is_default() {
     let image = build_image("no-default", "amd64");
     mock.serve_image("team-a/app", "v1", &image);
     let config = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[upstream]]\nregistry = \"registry.test\"\nurl = \"{}\"\n\n{}",
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[upstream]]\nregistry = \"registry.test\"\nurl = \"{}\"\ndangerous_plain_http = true\n\n{}",
         mock.url(),
         audit_all()
     );
@@ -441,7 +441,7 @@ fn a_hanging_upstream_times_out_with_504() {
     mock.set("/v2/team-a/app/manifests/v1", Reply::Hang);
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[upstream]]\nregistry = \"registry.test\"\nurl = \
-         \"{}\"\nrequest_timeout_secs = 2\n\n{}",
+         \"{}\"\ndangerous_plain_http = true\nrequest_timeout_secs = 2\n\n{}",
         mock.url(),
         audit_all()
     );

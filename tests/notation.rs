@@ -83,7 +83,7 @@ fn notation_mirror(upstream: &str, cert: &str, level: &str) -> Sigmirror {
     fs::write(dir.path().join("trustpolicy.json"), policy.to_string()).unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[notation]\ntrust_policy = \"trustpolicy.json\"\n\
-         trust_store = \"truststore\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{upstream}\"\ndefault = true\n\n\
+         trust_store = \"truststore\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{upstream}\"\ndangerous_plain_http = true\ndefault = true\n\n\
          [[policy]]\nname = \"payments\"\nscope = [\"registry.test/e2e/**\"]\nmode = \"enforce\"\nnotation = true\n"
     );
     Sigmirror::start_in(dir, &config)
@@ -349,7 +349,7 @@ fn containerd_pulls_a_notation_signed_image_and_not_an_unsigned_one() {
     fs::write(dir.path().join("trustpolicy.json"), policy.to_string()).unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[notation]\ntrust_policy = \"trustpolicy.json\"\n\
-         trust_store = \"truststore\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{}\"\ndefault = true\n\n\
+         trust_store = \"truststore\"\n\n[[upstream]]\nregistry = \"{NS}\"\nurl = \"{}\"\ndangerous_plain_http = true\ndefault = true\n\n\
          [[policy]]\nname = \"payments\"\nscope = [\"registry.test/e2e/**\"]\nnotation = true\n",
         registry.url()
     );

@@ -348,7 +348,7 @@ fn upstream_credentials_appear_in_no_log_audit_line_metric_or_error_body_and_cli
     fs::write(dir.path().join("password"), format!("{password}\n")).unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[audit]\npath = \"audit.jsonl\"\n\n[[upstream]]\n\
-         registry = \"{NS}\"\nurl = \"{}\"\ndefault = true\nusername = \"puller\"\npassword_file = \"password\"\n\n{}",
+         registry = \"{NS}\"\nurl = \"{}\"\ndangerous_plain_http = true\ndefault = true\nusername = \"puller\"\npassword_file = \"password\"\n\n{}",
         mock.url(),
         two_policies()
     );

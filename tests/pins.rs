@@ -27,7 +27,7 @@ fn pinning_mirror(
     fs::write(dir.path().join("release.pub"), key.public_pem()).unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npin_revalidate_secs = {revalidate}\n{extra_top}\n\
-         [[upstream]]\nregistry = \"{NS}\"\nurl = \"{}\"\ndefault = true\n\n\
+         [[upstream]]\nregistry = \"{NS}\"\nurl = \"{}\"\ndangerous_plain_http = true\ndefault = true\n\n\
          [[policy]]\nname = \"releases\"\nscope = [\"registry.test/team-a/**\"]\nmode = \"enforce\"\n\
          cosign_keys = [\"release.pub\"]\nimmutable_tags = [\"*\", \"!latest\"]\non_tag_move = \"{on_tag_move}\"\n",
         registry.url()

@@ -31,7 +31,7 @@ fn no_data_dir() -> &'static Path {
 }
 
 async fn open(url: &str) -> PinStore {
-    PinStore::open(no_data_dir(), Some(url)).await.unwrap_or_else(|e| panic!("open postgres pin store: {e}"))
+    PinStore::open(no_data_dir(), Some(url), None).await.unwrap_or_else(|e| panic!("open postgres pin store: {e}"))
 }
 
 async fn raw_client(url: &str) -> tokio_postgres::Client {
@@ -107,9 +107,9 @@ async fn migrations_are_idempotent_whether_stores_open_one_after_another_or_toge
     assert_eq!(again.get("registry.example", "team/app", "v1").await.unwrap(), Some(pin("v1", "a", "p")));
     // Replicas starting at the same moment serialize on the migration lock.
     let (x, y, z) = tokio::join!(
-        PinStore::open(no_data_dir(), Some(&pg.url)),
-        PinStore::open(no_data_dir(), Some(&pg.url)),
-        PinStore::open(no_data_dir(), Some(&pg.url)),
+        PinStore::open(no_data_dir(), Some(&pg.url), None),
+        PinStore::open(no_data_dir(), Some(&pg.url), None),
+        PinStore::open(no_data_dir(), Some(&pg.url), None),
     );
     for s in [x, y, z] {
         assert_eq!(s.unwrap().list().await.unwrap(), vec![pin("v1", "a", "p")]);
@@ -126,7 +126,7 @@ async fn migrations_are_idempotent_whether_stores_open_one_after_another_or_toge
 
     // Concurrent opens on a fresh database, where the tables do not exist yet.
     let fresh = pg.create_database("fresh");
-    let opens: Vec<_> = (0..4).map(|_| PinStore::open(no_data_dir(), Some(&fresh))).collect();
+    let opens: Vec<_> = (0..4).map(|_| PinStore::open(no_data_dir(), Some(&fresh), None)).collect();
     for s in futures_util::future::join_all(opens).await {
         assert!(s.expect("concurrent first-time migration").list().await.unwrap().is_empty());
     }
@@ -141,7 +141,7 @@ async fn a_database_migrated_by_a_newer_build_is_refused() {
         .execute("INSERT INTO schema_version (component, version) VALUES ('pins', 99)", &[])
         .await
         .unwrap();
-    match PinStore::open(no_data_dir(), Some(&pg.url)).await {
+    match PinStore::open(no_data_dir(), Some(&pg.url), None).await {
         Err(PinError::SchemaTooNew { found: 99, supported: 1 }) => {}
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("opened a schema from a newer build"),
@@ -219,7 +219,7 @@ async fn an_unreachable_database_is_an_error_at_open_not_a_hang() {
     // Bind and drop: a loopback port with nothing listening.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    let res = tokio::time::timeout(Duration::from_secs(30), PinStore::open(no_data_dir(), Some(&url))).await;
+    let res = tokio::time::timeout(Duration::from_secs(30), PinStore::open(no_data_dir(), Some(&url), None)).await;
     match res.expect("open did not return within 30s") {
         Err(PinError::Postgres(_)) => {}
         Err(e) => panic!("unexpected error: {e}"),

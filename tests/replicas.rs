@@ -20,7 +20,7 @@ fn replica(registry: &Registry, key: &CosignKey, pin_store: &str) -> Sigmirror {
     fs::write(dir.path().join("release.pub"), key.public_pem()).unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npin_store = \"{pin_store}\"\npin_revalidate_secs = 3600\n\n\
-         [[upstream]]\nregistry = \"registry.test\"\nurl = \"{}\"\ndefault = true\n\n\
+         [[upstream]]\nregistry = \"registry.test\"\nurl = \"{}\"\ndangerous_plain_http = true\ndefault = true\n\n\
          [[policy]]\nname = \"releases\"\nscope = [\"registry.test/team-a/**\"]\ncosign_keys = [\"release.pub\"]\n\
          immutable_tags = [\"v*\"]\non_tag_move = \"serve-pinned\"\n",
         registry.url()

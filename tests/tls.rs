@@ -20,7 +20,7 @@ fn sigmirror_serves_https_with_the_configured_certificate() {
     fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n\n\
-         [[upstream]]\nregistry = \"registry.test\"\nurl = \"{}\"\ndefault = true\n\n{}",
+         [[upstream]]\nregistry = \"registry.test\"\nurl = \"{}\"\ndangerous_plain_http = true\ndefault = true\n\n{}",
         registry.url(),
         policy("team-a", &["registry.test/team-a/**"], "audit")
     );

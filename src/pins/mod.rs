@@ -216,13 +216,20 @@ impl PinStore {
     /// The PostgreSQL connection has no TLS yet: use it over loopback or a
     /// trusted network only. A URL asking for `sslmode=require` fails to
     /// connect rather than fall back to plaintext.
-    pub async fn open(data_dir: &Path, pin_store_url: Option<&str>) -> Result<PinStore, PinError> {
+    ///
+    /// `password`, from `pin_store_password_file` or `_env`, is given apart
+    /// from the URL so the URL (which is logged) never holds it.
+    pub async fn open(
+        data_dir: &Path,
+        pin_store_url: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<PinStore, PinError> {
         match pin_store_url {
             Some(url) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                     return Err(PinError::UnsupportedUrl);
                 }
-                let pg = postgres::PostgresStore::open(url).await?;
+                let pg = postgres::PostgresStore::open(url, password).await?;
                 Ok(PinStore { inner: Arc::new(Inner::new(Backend::Postgres(Box::new(pg)))) })
             }
             None => {
@@ -469,7 +476,7 @@ mod tests {
     }
 
     async fn store(dir: &Path) -> PinStore {
-        PinStore::open(dir, None).await.expect("open embedded store")
+        PinStore::open(dir, None, None).await.expect("open embedded store")
     }
 
     #[tokio::test]
@@ -664,7 +671,7 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        match PinStore::open(dir.path(), None).await {
+        match PinStore::open(dir.path(), None, None).await {
             Err(PinError::SchemaTooNew { found: 99, supported: 1 }) => {}
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a newer schema was opened"),
@@ -681,7 +688,10 @@ mod tests {
         assert!(matches!(s.pin(empty_tag).await, Err(PinError::InvalidPin(_))));
         assert!(s.list().await.unwrap().is_empty());
         for url in ["mysql://x", "", "redis://localhost"] {
-            assert!(matches!(PinStore::open(dir.path(), Some(url)).await, Err(PinError::UnsupportedUrl)), "{url}");
+            assert!(
+                matches!(PinStore::open(dir.path(), Some(url), None).await, Err(PinError::UnsupportedUrl)),
+                "{url}"
+            );
         }
     }
 

@@ -61,8 +61,11 @@ pub(super) struct PostgresStore {
 
 impl PostgresStore {
     /// Connects, migrates the schema, and keeps that first connection in the pool.
-    pub(super) async fn open(url: &str) -> Result<PostgresStore, PinError> {
+    pub(super) async fn open(url: &str, password: Option<&str>) -> Result<PostgresStore, PinError> {
         let mut config: Config = url.parse()?;
+        if let Some(pw) = password {
+            config.password(pw);
+        }
         if config.get_connect_timeout().is_none() {
             // Without one, an unreachable server blocks startup for the
             // kernel's TCP timeout (minutes).

@@ -111,8 +111,10 @@ pub fn bundles_could_help(policy: &Policy, subject: &Subject<'_>, ev: &Evidence,
 }
 
 fn expected_reference(policy: &Policy, s: &Subject<'_>) -> Option<String> {
+    if policy.dangerous_skip_docker_reference {
+        return None;
+    }
     match policy.docker_reference.as_deref() {
-        Some("any") => None,
         Some(r) => Some(r.to_string()),
         None => Some(format!("{}/{}", s.registry, s.repo)),
     }

@@ -48,6 +48,8 @@ pub struct Policy {
     pub notation: Option<Arc<NotationVerifier>>,
     pub signature_repository: Option<String>,
     pub docker_reference: Option<String>,
+    /// `dangerous_skip_docker_reference`: the payload may name any image.
+    pub dangerous_skip_docker_reference: bool,
     /// Accept cosign bundles whose statement names no repository (what cosign v3 writes). Off by
     /// default: such a bundle can be copied in from any other repository.
     pub dangerous_accept_unbound_bundles: bool,
@@ -95,6 +97,7 @@ impl PolicySet {
             }
             policies.push(build_policy(p, notation.clone(), c));
         }
+        warn_unreachable_scopes(raw, c);
         PolicySet { policies }
     }
 
@@ -113,6 +116,56 @@ impl PolicySet {
             }
         }
         best.map(|(_, p)| p)
+    }
+}
+
+/// Scopes that are legal but can never decide anything: a registry part no
+/// configured upstream is named by (a typo such as `ghrc.io/**`), and a
+/// pattern an earlier policy lists too (on a tie the first policy wins, so
+/// the later one never does). A policy all of whose patterns are shadowed
+/// this way is named as such.
+fn warn_unreachable_scopes(raw: &PolicySection, c: &mut Checker) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for p in &raw.policy {
+        let i = p.index;
+        let mut shadowed = 0;
+        for (j, s) in p.scope.iter().enumerate() {
+            let registry = s.split('/').next().unwrap_or("");
+            let reachable = match Glob::new(registry) {
+                Ok(g) => {
+                    let m = g.compile_matcher();
+                    raw.registries.iter().any(|r| m.is_match(r))
+                }
+                Err(_) => true, // reported as a bad glob already
+            };
+            if !reachable && !raw.registries.is_empty() {
+                c.warn(
+                    format!("policy[{i}].scope[{j}]"),
+                    format!("{s:?} names registry {registry:?}, which no [[upstream]] is, so it can never match"),
+                    format!("check the spelling; configured registries: {}", raw.registries.join(", ")),
+                );
+            }
+            match seen.get(s.as_str()) {
+                Some(first) => {
+                    shadowed += 1;
+                    c.warn(
+                        format!("policy[{i}].scope[{j}]"),
+                        format!("{s:?} is also a scope of policy {first:?}, listed earlier, which always wins it"),
+                        "remove the duplicate, or make one of the scopes more specific",
+                    );
+                }
+                None => {
+                    seen.insert(s, &p.name);
+                }
+            }
+        }
+        if shadowed > 0 && shadowed == p.scope.len() {
+            c.warn(
+                format!("policy[{i}]"),
+                "is fully shadowed: every one of its scopes belongs to an earlier policy, so it never decides",
+                "merge it into the earlier policy or remove it",
+            );
+        }
     }
 }
 
@@ -187,12 +240,19 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
     }
     let notation = if p.notation { notation } else { None };
     if p.dangerous_accept_unbound_bundles {
-        tracing::warn!(
-            policy = %p.name,
-            "policy {} sets dangerous_accept_unbound_bundles: a cosign bundle whose statement names no repository \
-             (as cosign v3 writes them) is accepted in every repository this policy covers, so an image signed for \
-             another repository with a key this policy trusts can be copied here with its bundle and will be served",
-            p.name
+        c.warn(
+            format!("policy[{i}].dangerous_accept_unbound_bundles"),
+            "a cosign bundle whose statement names no repository (as cosign v3 writes them) is accepted in every \
+             repository this policy covers, so an image signed for another repository with a key this policy trusts \
+             can be copied here with its bundle and will be served",
+            "sign with a statement that names the repository, and remove the flag",
+        );
+    }
+    if p.mode == Mode::Enforce && cosign.is_empty() && notation.is_none() {
+        c.warn(
+            format!("policy[{i}]"),
+            "enforces but lists no authority (cosign_keys, cosign_certificates or notation), so it refuses every image",
+            "add the keys or certificates that sign these images, or mode = \"audit\" while rolling out",
         );
     }
 
@@ -213,6 +273,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         notation,
         signature_repository: p.signature_repository.clone(),
         docker_reference: p.docker_reference.clone(),
+        dangerous_skip_docker_reference: p.dangerous_skip_docker_reference,
         dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
         immutable_tags,
         on_tag_move: p.on_tag_move,
@@ -273,7 +334,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn set(toml_policies: &str) -> PolicySet {
-        let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://127.0.0.1:1\"\n{toml_policies}");
+        let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://127.0.0.1:1\"\ndangerous_plain_http = true\n{toml_policies}");
         let c = Checker::new(std::path::Path::new("/nonexistent/sigmirror.toml"));
         let (_, section, mut c) = crate::config::Config::from_str(&text, c).unwrap();
         let s = PolicySet::build(&section, &mut c);

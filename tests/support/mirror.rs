@@ -28,7 +28,7 @@ pub struct Sigmirror {
 pub fn mirror_config(upstream_url: &str, rest: &str) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[[upstream]]\nregistry = \"registry.test\"\nurl = \
-         \"{upstream_url}\"\ndefault = true\n\n{rest}\n"
+         \"{upstream_url}\"\ndangerous_plain_http = true\ndefault = true\n\n{rest}\n"
     )
 }
 
