@@ -391,7 +391,22 @@ impl Checker {
             }
             _ => {}
         }
-        match std::fs::read(&path) {
+        // Read through a limit too: a device or a FIFO (`/dev/zero`) has no
+        // length for the check above and would otherwise be read forever.
+        let read = std::fs::File::open(&path).and_then(|f| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_TRUST_FILE + 1), &mut bytes)?;
+            Ok(bytes)
+        });
+        match read {
+            Ok(bytes) if bytes.len() as u64 > MAX_TRUST_FILE => {
+                self.problem(
+                    key,
+                    format!("{} is longer than the {MAX_TRUST_FILE} bytes allowed", path.display()),
+                    "point at the key or certificate file itself",
+                );
+                None
+            }
             Ok(bytes) => Some(TrustFile { key: key.to_string(), name: p.display().to_string(), path, bytes }),
             Err(e) => {
                 self.problem(

@@ -55,6 +55,10 @@ pub fn verify_stream_from(
         }
         loop {
             match st.inner.next().await {
+                // An empty chunk (an HTTP/2 DATA frame that only ends the
+                // stream) must not take the held chunk's place: that would
+                // release the blob's last bytes before the digest is checked.
+                Some(Ok(chunk)) if chunk.is_empty() => {}
                 Some(Ok(chunk)) => {
                     st.hasher.update(&chunk);
                     st.total += chunk.len() as u64;
@@ -135,6 +139,19 @@ mod tests {
         let (out, err) = collect(verify_stream(chunks(&[b"tampered"]), d, None)).await;
         assert!(out.is_empty());
         assert!(err.is_some());
+    }
+
+    /// Found by reading for the fuzz target `integrity`: trailing empty
+    /// chunks used to push the last real chunk out before the check.
+    #[tokio::test]
+    async fn trailing_empty_chunks_do_not_release_a_wrong_blobs_last_bytes() {
+        let d = Digest::of(b"hello world");
+        let (out, err) =
+            collect(verify_stream(chunks(&[b"hello", b" ", b"WORLD", b"", b""]), d.clone(), Some(11))).await;
+        assert_eq!(out, b"hello ", "the client must never hold the whole wrong blob");
+        assert!(err.unwrap().contains("upstream sent sha256:"));
+        let (out, err) = collect(verify_stream(chunks(&[b"hello world", b""]), d, Some(11))).await;
+        assert_eq!((out.as_slice(), err), (&b"hello world"[..], None));
     }
 
     #[tokio::test]

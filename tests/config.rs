@@ -193,6 +193,15 @@ fn passwords_come_from_files_or_the_environment_never_the_pin_store_url() {
     );
 }
 
+#[test]
+fn a_trust_file_that_never_ends_is_refused_not_read_forever() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let toml = format!("{BASE}[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\ncosign_keys = [\"/dev/zero\"]\n");
+    let (code, out) = check(dir.path(), &toml);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("policy[0].cosign_keys[0]: /dev/zero is longer than the"), "{out}");
+}
+
 const AUDIT: &str = "[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n";
 
 #[test]
