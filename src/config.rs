@@ -301,7 +301,7 @@ impl fmt::Display for Problems {
         writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
         // In file order, as an editor shows them; problems of no one place last.
         let mut sorted: Vec<&Problem> = self.0.iter().collect();
-        sorted.sort_by_key(|p| (p.file.clone(), p.at.is_none(), p.at));
+        sorted.sort_by(|a, b| (&a.file, a.at.is_none(), a.at).cmp(&(&b.file, b.at.is_none(), b.at)));
         for p in sorted {
             writeln!(f, "  - {p}")?;
         }
@@ -380,19 +380,8 @@ impl Checker {
     pub fn read(&mut self, key: &str, p: &Path) -> Option<TrustFile> {
         let path = self.resolve(p);
         self.watched.push(path.clone());
-        match std::fs::metadata(&path) {
-            Ok(m) if m.len() > MAX_TRUST_FILE => {
-                self.problem(
-                    key,
-                    format!("{} is {} bytes, more than the {MAX_TRUST_FILE} allowed", path.display(), m.len()),
-                    "point at the key or certificate file itself",
-                );
-                return None;
-            }
-            _ => {}
-        }
-        // Read through a limit too: a device or a FIFO (`/dev/zero`) has no
-        // length for the check above and would otherwise be read forever.
+        // Read through the limit, never by the file's length: a device or a
+        // FIFO (`/dev/zero`) reports none and would be read forever.
         let read = std::fs::File::open(&path).and_then(|f| {
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_TRUST_FILE + 1), &mut bytes)?;
@@ -416,6 +405,36 @@ impl Checker {
                 );
                 None
             }
+        }
+    }
+
+    /// A password from a file (a mounted Secret) or an environment variable
+    /// (set from a Secret), at most one of the two; trimmed.
+    fn secret(
+        &mut self,
+        file_key: &str,
+        file: Option<&PathBuf>,
+        env_key: &str,
+        env: Option<&String>,
+    ) -> Option<String> {
+        match (file, env) {
+            (Some(_), Some(_)) => {
+                self.problem(env_key, format!("{file_key} is set too"), "keep one source of the password");
+                None
+            }
+            (Some(f), None) => self.read(file_key, f).map(|f| String::from_utf8_lossy(&f.bytes).trim().to_string()),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                _ => {
+                    self.problem(
+                        env_key,
+                        format!("the environment variable {var} is not set or empty"),
+                        format!("set it (from a Secret), or use {file_key}"),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
         }
     }
 
@@ -742,7 +761,12 @@ impl Config {
             stale_if_error: Duration::from_secs(raw.cache.stale_if_error_secs),
             pin_revalidate: Duration::from_secs(raw.pin_revalidate_secs),
             pin_store: validate_pin_store(raw.pin_store.as_deref(), &mut c),
-            pin_store_password: pin_store_password(&raw, &mut c),
+            pin_store_password: c.secret(
+                "pin_store_password_file",
+                raw.pin_store_password_file.as_ref(),
+                "pin_store_password_env",
+                raw.pin_store_password_env.as_ref(),
+            ),
             pins_file: raw.pins_file.as_ref().and_then(|f| c.read("pins_file", f)),
             drain: Duration::from_secs(raw.drain_secs),
             watched: Vec::new(),
@@ -865,30 +889,12 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
                 "drop any path; sigmirror adds /v2/ itself",
             );
         }
-        let password = match (&u.username, &u.password_file, &u.password_env) {
-            (Some(_), Some(_), Some(_)) => {
-                c.problem(
-                    key("password_env"),
-                    "password_file and password_env are both set",
-                    "keep one source of the password",
-                );
-                None
+        let has_password = u.password_file.is_some() || u.password_env.is_some();
+        let password = match (&u.username, has_password) {
+            (Some(_), true) => {
+                c.secret(&key("password_file"), u.password_file.as_ref(), &key("password_env"), u.password_env.as_ref())
             }
-            (Some(_), Some(p), None) => {
-                c.read(&key("password_file"), p).map(|f| String::from_utf8_lossy(&f.bytes).trim().to_string())
-            }
-            (Some(_), None, Some(var)) => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-                _ => {
-                    c.problem(
-                        key("password_env"),
-                        format!("the environment variable {var} is not set or empty"),
-                        "set it (from a Secret), or use password_file",
-                    );
-                    None
-                }
-            },
-            (None, None, None) => None,
+            (None, false) => None,
             _ => {
                 c.problem(
                     key("username"),
@@ -921,12 +927,20 @@ fn validate_upstreams(raw: &[RawUpstream], c: &mut Checker) -> Vec<Upstream> {
     out
 }
 
+/// `host` of `host[:port]`, without the brackets of an IPv6 literal.
+pub(crate) fn host_only(host_port: &str) -> &str {
+    if let Some(rest) = host_port.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host_port.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host_port,
+    }
+}
+
 /// `host[:port]` names this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
 fn is_loopback_host(host_port: &str) -> bool {
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
-    };
+    let host = host_only(host_port);
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -1004,31 +1018,6 @@ fn validate_pin_store(url: Option<&str>, c: &mut Checker) -> Option<String> {
         "write postgres://user:password@host/db, or remove the key for the embedded store under data_dir",
     );
     None
-}
-
-/// The pin store password from its file or environment variable.
-fn pin_store_password(raw: &RawConfig, c: &mut Checker) -> Option<String> {
-    match (&raw.pin_store_password_file, &raw.pin_store_password_env) {
-        (Some(_), Some(_)) => {
-            c.problem("pin_store_password_env", "pin_store_password_file is set too", "keep one of them");
-            None
-        }
-        (Some(f), None) => {
-            c.read("pin_store_password_file", f).map(|f| String::from_utf8_lossy(&f.bytes).trim().to_string())
-        }
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-            _ => {
-                c.problem(
-                    "pin_store_password_env",
-                    format!("the environment variable {var} is not set or empty"),
-                    "set it (from a Secret), or use pin_store_password_file",
-                );
-                None
-            }
-        },
-        (None, None) => None,
-    }
 }
 
 /// For unit tests of the verifiers: one `[[policy]]` table (name and scope

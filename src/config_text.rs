@@ -23,7 +23,10 @@ const MAX_PROBLEMS: usize = 64;
 /// A config file's text and the positions of everything in it.
 pub struct Source {
     text: String,
+    /// Positions, for `locate`.
     doc: toml_edit::ImDocument<String>,
+    /// The same document as plain values, for `deserialize` to edit a copy of.
+    value: toml::Value,
 }
 
 /// One problem found while deserialising: the key path (`policy[1].mode`)
@@ -47,25 +50,17 @@ impl Source {
     /// Parses TOML syntax. A syntax error stops everything (nothing after it
     /// can be trusted), so it is the one problem returned, with its position.
     pub fn parse(text: &str) -> Result<Source, (Option<(usize, usize)>, String)> {
-        match toml_edit::ImDocument::parse(text.to_string()) {
-            Ok(doc) => Ok(Source { text: text.to_string(), doc }),
-            Err(e) => {
-                let at = e.span().map(|s| line_col(text, s.start));
-                Err((at, e.message().to_string()))
-            }
-        }
+        let at = |span: Option<Range<usize>>| span.map(|s| line_col(text, s.start));
+        let doc =
+            toml_edit::ImDocument::parse(text.to_string()).map_err(|e| (at(e.span()), e.message().to_string()))?;
+        let table = toml::from_str::<toml::Table>(text).map_err(|e| (at(e.span()), e.message().to_string()))?;
+        Ok(Source { text: text.to_string(), doc, value: toml::Value::Table(table) })
     }
 
     /// Deserialises into `T` (a `deny_unknown_fields` struct), finding every
     /// problem rather than the first.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Parsed<T> {
-        let mut value = match toml::from_str::<toml::Table>(&self.text) {
-            Ok(t) => toml::Value::Table(t),
-            Err(e) => {
-                let problem = ParseProblem { key: "(syntax)".into(), message: e.message().to_string() };
-                return Parsed { raw: None, problems: vec![problem], replaced: Vec::new() };
-            }
-        };
+        let mut value = self.value.clone();
         let mut problems = Vec::new();
         let mut replaced = Vec::new();
         while problems.len() < MAX_PROBLEMS {

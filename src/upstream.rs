@@ -39,7 +39,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT
 use http::StatusCode;
 
 use crate::coalesce::SingleFlight;
-use crate::config::{self, redact_userinfo};
+use crate::config::{self, host_only, redact_userinfo};
 use crate::oci::{media, Digest, ManifestRef};
 
 /// Manifests larger than this are refused: no real manifest comes close, and
@@ -815,17 +815,6 @@ impl AddressRules {
                 class.name()
             )))
         }
-    }
-}
-
-/// `host` of `host[:port]`, without the brackets of an IPv6 literal.
-fn host_only(host_port: &str) -> &str {
-    if let Some(rest) = host_port.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host_port.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host_port,
     }
 }
 

@@ -13,6 +13,13 @@ fn check(dir: &Path, toml: &str) -> (Option<i32>, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
+/// Every one of `needles` is somewhere in `out`.
+fn assert_contains_all(out: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
 const BASE: &str =
     "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"https://r.test\"\n";
 
@@ -67,23 +74,24 @@ immutable_tags = ["[bad"]
 "#;
     let (code, out) = check(dir.path(), toml);
     assert_eq!(code, Some(1), "{out}");
-    for needle in [
-        "listen: \"not-an-address\" is not an address",
-        "tls_cert: tls_cert and tls_key must be set together",
-        "upstream.default: 2 upstreams are marked default",
-        "upstream[0].url: \"ftp://r.test\" does not start with https://",
-        "upstream[1].registry: \"r.test\" is configured twice",
-        "upstream[1].url: \"https://r.test/with/path\" must be a scheme and host[:port] only",
-        "upstream[1].username: username and a password (password_file or password_env) must be set together",
-        "policy[0].scope: is empty",
-        "policy[0].cosign_keys[0]",
-        "policy[1].name: \"p\" is also the name of policy[0]",
-        "policy[1].scope[0]: \"r.test/[unclosed\" is not a glob",
-        "policy[1].immutable_tags[0]",
-        "policy[1].notation: is true but there is no [notation] table",
-    ] {
-        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
-    }
+    assert_contains_all(
+        &out,
+        &[
+            "listen: \"not-an-address\" is not an address",
+            "tls_cert: tls_cert and tls_key must be set together",
+            "upstream.default: 2 upstreams are marked default",
+            "upstream[0].url: \"ftp://r.test\" does not start with https://",
+            "upstream[1].registry: \"r.test\" is configured twice",
+            "upstream[1].url: \"https://r.test/with/path\" must be a scheme and host[:port] only",
+            "upstream[1].username: username and a password (password_file or password_env) must be set together",
+            "policy[0].scope: is empty",
+            "policy[0].cosign_keys[0]",
+            "policy[1].name: \"p\" is also the name of policy[0]",
+            "policy[1].scope[0]: \"r.test/[unclosed\" is not a glob",
+            "policy[1].immutable_tags[0]",
+            "policy[1].notation: is true but there is no [notation] table",
+        ],
+    );
     // Each problem carries its file and a fix.
     assert!(out.lines().filter(|l| l.contains("sigmirror.toml:") && l.contains("(fix: ")).count() >= 13, "{out}");
 }
@@ -110,17 +118,18 @@ fn several_unknown_keys_and_type_errors_are_reported_at_once_by_line_and_column(
                 mode = \"enforcee\"\ncosign_keys = \"k.pub\"\nrekor_keys = [\"missing.pub\"]\n";
     let (code, out) = check(dir.path(), toml);
     assert_eq!(code, Some(1), "{out}");
-    for needle in [
-        "sigmirror.toml:1:1: listen: invalid type: integer `5`, expected a string",
-        "sigmirror.toml:3:1: colour: unknown key `colour`",
-        "sigmirror.toml:8:1: upstream[0].timeout: unknown key `timeout`",
-        "sigmirror.toml:13:1: in policy \"team-a\": policy[0].mode: unknown variant `enforcee`",
-        "sigmirror.toml:14:1: in policy \"team-a\": policy[0].cosign_keys: invalid type: string \"k.pub\"",
-        // Validation went on over what parsed.
-        "in policy \"team-a\": policy[0].rekor_keys[0]: cannot read",
-    ] {
-        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
-    }
+    assert_contains_all(
+        &out,
+        &[
+            "sigmirror.toml:1:1: listen: invalid type: integer `5`, expected a string",
+            "sigmirror.toml:3:1: colour: unknown key `colour`",
+            "sigmirror.toml:8:1: upstream[0].timeout: unknown key `timeout`",
+            "sigmirror.toml:13:1: in policy \"team-a\": policy[0].mode: unknown variant `enforcee`",
+            "sigmirror.toml:14:1: in policy \"team-a\": policy[0].cosign_keys: invalid type: string \"k.pub\"",
+            // Validation went on over what parsed.
+            "in policy \"team-a\": policy[0].rekor_keys[0]: cannot read",
+        ],
+    );
     assert!(out.starts_with("6 problem(s)"), "{out}");
 }
 
@@ -151,14 +160,15 @@ fn legal_mistakes_are_warned_about_a_typo_registry_a_shadowed_policy_and_an_enfo
     );
     let (code, out) = check(dir.path(), &toml);
     assert_eq!(code, Some(0), "{out}");
-    for needle in [
-        "in policy \"first\": policy[0].scope[0]: \"ghrc.io/**\" names registry \"ghrc.io\", which no [[upstream]] is",
-        "in policy \"copy\": policy[1].scope[0]: \"r.test/a/**\" is also a scope of policy \"first\"",
-        "in policy \"copy\": policy[1]: is fully shadowed",
-        "in policy \"copy\": policy[1]: enforces but lists no authority",
-    ] {
-        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
-    }
+    assert_contains_all(
+        &out,
+        &[
+            "in policy \"first\": policy[0].scope[0]: \"ghrc.io/**\" names registry \"ghrc.io\", which no [[upstream]] is",
+            "in policy \"copy\": policy[1].scope[0]: \"r.test/a/**\" is also a scope of policy \"first\"",
+            "in policy \"copy\": policy[1]: is fully shadowed",
+            "in policy \"copy\": policy[1]: enforces but lists no authority",
+        ],
+    );
     assert!(out.contains("4 warning(s)"), "{out}");
 }
 
