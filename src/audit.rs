@@ -178,7 +178,7 @@ pub fn refuse_unknown_registry(ns: Option<&str>, what: String, reason: &str) -> 
 pub fn log_failure(policy: &str, subject: &Subject, err: &Error) {
     let worth_a_line = match err {
         Error::Upstream { err, .. } => !matches!(**err, UpstreamError::NotFound),
-        Error::Pins(_) => true,
+        Error::Pins(_) | Error::ManifestTimeout { .. } => true,
         _ => false,
     };
     if worth_a_line {

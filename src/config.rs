@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub policy: Vec<RawPolicy>,
     #[serde(default)]
     pub cache: RawCache,
+    #[serde(default)]
+    pub limits: crate::limits::RawLimits,
     pub notation: Option<RawNotation>,
     /// `postgres://…` for a shared pin store; default is the embedded store.
     pub pin_store: Option<String>,
@@ -573,6 +575,8 @@ pub struct Config {
     pub pins_file: Option<TrustFile>,
     /// `drain_secs`.
     pub drain: Duration,
+    /// `[limits]`.
+    pub limits: crate::limits::Limits,
     /// The config file and every file and directory it references: what a
     /// reload watches for changes.
     pub watched: Vec<PathBuf>,
@@ -769,6 +773,7 @@ impl Config {
             ),
             pins_file: raw.pins_file.as_ref().and_then(|f| c.read("pins_file", f)),
             drain: Duration::from_secs(raw.drain_secs),
+            limits: crate::limits::Limits::validate(&raw.limits, &mut c),
             watched: Vec::new(),
         };
         if config.allow_ttl.is_zero() {

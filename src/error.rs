@@ -46,7 +46,23 @@ pub enum Error {
     /// The pin store failed: we cannot know whether the tag may be served.
     #[error("pin store unavailable: {0}")]
     Pins(#[from] crate::pins::PinError),
+    /// `[limits] manifest_timeout_secs` passed before the manifest was
+    /// resolved and decided: nothing is served. `policy` governs the image.
+    #[error(
+        "policy {policy} could not verify {image} within limits.manifest_timeout_secs = {secs} s \
+         (upstream too slow); nothing unverified is served, retry later"
+    )]
+    ManifestTimeout { policy: String, image: String, secs: u64 },
+    /// The connection came in over `[limits] max_connections`; it gets this
+    /// answer and is closed.
+    #[error("sigmirror is serving its limit of {max} connections (limits.max_connections); retry shortly")]
+    TooManyConnections { max: usize },
 }
+
+/// What a client over a limit is told to wait before retrying, in seconds,
+/// when no upstream said otherwise: long enough for a slot to free, short
+/// enough that a pull is not held up noticeably.
+const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Serialize)]
 struct Errors<'a> {
@@ -82,13 +98,23 @@ impl Error {
                 Some(serde_json::json!({ "policy": policy, "image": image, "reason": reason })),
             ),
             Error::Pins(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
+            Error::TooManyConnections { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
+            // A refusal (nothing is served) whose cause is time: 504 says a
+            // retry may succeed, DENIED that nothing unverified was sent.
+            Error::ManifestTimeout { policy, image, .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "DENIED",
+                Some(serde_json::json!({ "policy": policy, "image": image, "reason": "manifest_timeout_secs" })),
+            ),
             // What distribution answers a client that cannot accept an index.
             Error::NotAcceptable(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", None),
             Error::Upstream { resource, err } => match (&**err, resource) {
                 (U::NotFound, Resource::Manifest) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", None),
                 (U::NotFound, Resource::Blob) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN", None),
                 (U::NotFound, _) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN", None),
-                (U::TooManyRequests, _) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", None),
+                (U::TooManyRequests { .. } | U::Saturated { .. }, _) => {
+                    (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", None)
+                }
                 (U::Timeout(_), _) => (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE", None),
                 (U::Unreachable(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
                 (U::TooLarge { .. }, Resource::Manifest) => (StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", None),
@@ -96,6 +122,20 @@ impl Error {
                 (U::DigestMismatch { .. }, _) => (StatusCode::BAD_GATEWAY, "DIGEST_INVALID", None),
                 _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE", None),
             },
+        }
+    }
+
+    /// `Retry-After` seconds for an answer that asks the client to come back:
+    /// upstream's own when it rate limits us, else ours.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::Upstream { err, .. } => match &**err {
+                UpstreamError::TooManyRequests { retry_after } => Some(retry_after.unwrap_or(RETRY_AFTER_SECS)),
+                UpstreamError::Saturated { .. } => Some(RETRY_AFTER_SECS),
+                _ => None,
+            },
+            Error::TooManyConnections { .. } => Some(RETRY_AFTER_SECS),
+            _ => None,
         }
     }
 
@@ -126,6 +166,9 @@ impl Error {
             .header(http::header::CONTENT_LENGTH, body.len());
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp = resp.header(http::header::ALLOW, "GET, HEAD");
+        }
+        if let Some(secs) = self.retry_after() {
+            resp = resp.header(http::header::RETRY_AFTER, secs);
         }
         let body = if head { Bytes::new() } else { Bytes::from(body) };
         resp.body(crate::response::full(body)).expect("static headers are valid")

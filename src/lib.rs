@@ -61,9 +61,11 @@ pub mod cache;
 pub mod coalesce;
 pub mod config;
 pub mod config_text;
+pub mod connection;
 pub mod error;
 pub mod health;
 pub mod integrity;
+pub mod limits;
 pub mod listing;
 pub mod metrics;
 pub mod mirror;
@@ -80,9 +82,8 @@ pub mod verify;
 use std::future::Future;
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 
 use crate::app::App;
 use crate::config::{Config, Problems};
@@ -172,8 +173,11 @@ pub fn load_watching(path: &std::path::Path) -> (Result<Mirror, Problems>, Vec<s
 
 /// Serves until `shutdown` completes, then drains: stops accepting, turns
 /// `/readyz` not-ready, and gives requests in flight `drain_secs` to finish.
+/// Each connection is served under `[limits]` (`connection`); the
+/// connection count is bounded by `max_connections` as it was at start.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let gate = connection::Gate::new(app.mirror().config.limits.max_connections);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -188,38 +192,41 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             },
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        // Per connection, so a reloaded certificate applies to new connections.
-        let tls = app.mirror().tls.clone();
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req| server::handle(app.clone(), peer, req));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        match tls {
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                        };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                });
-            }
+        let admission = gate.admit();
+        if let connection::Admission::Close = admission {
+            tracing::debug!(%peer, "connection closed at once: over max_connections and the 503 answers");
+            continue;
         }
+        let _ = stream.set_nodelay(true);
+        // Per connection, so a reloaded certificate or limit applies to new
+        // connections.
+        let mirror = app.mirror();
+        let (tls, limits) = (mirror.tls.clone(), mirror.config.limits.clone());
+        drop(mirror);
+        // Taken now, so the drain waits for a connection still in its handshake.
+        let watcher = graceful.watcher();
+        let (app, max) = (app.clone(), gate.max());
+        tokio::spawn(async move {
+            let stream = match tls {
+                None => Either::Left(stream),
+                // A handshake is part of what a client must send before its
+                // request head, so it gets the same time.
+                Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(s)) => Either::Right(Box::new(s)),
+                    Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => {
+                        limits::count_hit("header_read_timeout_secs");
+                        return tracing::debug!(%peer, "TLS handshake timed out");
+                    }
+                },
+            };
+            match admission {
+                connection::Admission::Serve(_permit) => connection::serve(stream, app, peer, limits, watcher).await,
+                connection::Admission::Refuse(_permit) => connection::refuse(stream, max, limits, peer).await,
+                connection::Admission::Close => {}
+            }
+        });
     }
     // Not ready first, then no new connections: a load balancer that still
     // sends one gets a refused connection and retries elsewhere.

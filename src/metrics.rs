@@ -88,6 +88,14 @@ pub struct StaleLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The `[limits]` key that was hit: max_connections,
+    /// header_read_timeout_secs, max_header_bytes, idle_timeout_secs,
+    /// manifest_timeout_secs or max_upstream_fetches.
+    pub limit: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -110,6 +118,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_stale: Gauge,
     pub stale_answers: Family<StaleLabels, Counter>,
+    pub limit_hits: Family<LimitLabels, Counter>,
 }
 
 /// Seconds, from a cached verdict's recheck (milliseconds) to a slow
@@ -197,6 +206,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Answers served from cache while upstream was down (stale_if_error_secs)",
         stale_answers.clone(),
     );
+    let limit_hits = Family::<LimitLabels, Counter>::default();
+    registry.register(
+        "limit_hits",
+        "Connections and requests cut short or refused by a [limits] bound, by limit",
+        limit_hits.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -217,6 +232,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         config_reloads,
         config_stale,
         stale_answers,
+        limit_hits,
     }
 });
 

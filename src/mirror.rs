@@ -15,6 +15,7 @@ use crate::cache::{
 };
 use crate::config::{Config, Mode};
 use crate::error::{Error, Resource};
+use crate::limits::FetchSlots;
 use crate::metrics::{PolicyLabels, SchemeLabels, StaleLabels, METRICS};
 use crate::oci::{media, Digest, ManifestRef};
 use crate::policy::{Policy, PolicySet, Scheme, Subject, Verdict};
@@ -61,9 +62,14 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn new(config: Config, policies: PolicySet) -> Result<Mirror, String> {
+        // One set of fetch slots for every upstream: the bound is on what
+        // this process holds open, whichever registry it is open to. A
+        // reload starts a new set; fetches in flight keep the old one's.
+        let limits = &config.limits;
+        let slots = Arc::new(FetchSlots::new(limits.max_upstream_fetches, limits.upstream_fetch_wait));
         let mut upstreams = HashMap::new();
         for u in &config.upstreams {
-            upstreams.insert(u.registry.clone(), Arc::new(UpstreamClient::new(u)?));
+            upstreams.insert(u.registry.clone(), Arc::new(UpstreamClient::new(u, slots.clone())?));
         }
         Ok(Mirror {
             verdicts: VerdictCache::with_stale_if_error(config.allow_ttl, config.deny_ttl, config.stale_if_error),

@@ -84,9 +84,19 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
             let policy = scope_guard(&mirror, &registry, &repo, &reference.suffix())?;
             let subject = Subject::request(&registry, &repo, &reference);
             let pull = Pull { registry, up, repo, reference, accept: accept_header(req), head };
-            serve_manifest(app, &mirror, policy, &pull)
-                .await
-                .inspect_err(|e| audit::log_failure(&policy.name, &subject, e))
+            // One deadline over everything a manifest needs (resolution,
+            // signatures, pins): each upstream request has its own timeout,
+            // but a dozen slow ones in a row would hold the client for minutes.
+            let deadline = mirror.config.limits.manifest_timeout;
+            let served = match tokio::time::timeout(deadline, serve_manifest(app, &mirror, policy, &pull)).await {
+                Ok(served) => served,
+                Err(_) => {
+                    crate::limits::count_hit("manifest_timeout_secs");
+                    let (policy, image, secs) = (policy.name.clone(), subject.name.clone(), deadline.as_secs());
+                    Err(Error::ManifestTimeout { policy, image, secs })
+                }
+            };
+            served.inspect_err(|e| audit::log_failure(&policy.name, &subject, e))
         }
         Route::Blob { repo, digest } => {
             let (registry, up) = mirror.upstream(ns.as_deref())?;

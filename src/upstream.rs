@@ -40,6 +40,7 @@ use http::StatusCode;
 
 use crate::coalesce::SingleFlight;
 use crate::config::{self, host_only, redact_userinfo};
+use crate::limits::{FetchSlot, FetchSlots};
 use crate::oci::{media, Digest, ManifestRef};
 
 /// Manifests larger than this are refused: no real manifest comes close, and
@@ -82,8 +83,16 @@ pub enum UpstreamError {
     NotFound,
     #[error("upstream refused our credentials")]
     Unauthorized(String),
+    /// `retry_after` is upstream's `Retry-After` in seconds, when it sent a
+    /// number we pass on (see `retry_after_secs`).
     #[error("upstream is rate limiting (429)")]
-    TooManyRequests,
+    TooManyRequests { retry_after: Option<u64> },
+    /// Our own bound, not upstream's: every fetch slot stayed taken for
+    /// `upstream_fetch_wait_secs`.
+    #[error(
+        "sigmirror is at its limit of {max} concurrent upstream fetches (limits.max_upstream_fetches); retry shortly"
+    )]
+    Saturated { max: usize },
     /// `url` and `body`, a short excerpt of upstream's error body, are for the log.
     #[error("upstream answered {status}")]
     Status { status: u16, url: String, body: String },
@@ -292,6 +301,8 @@ pub struct UpstreamClient {
     tokens: moka::future::Cache<String, String>,
     /// Requests in flight, so concurrent identical ones go upstream once.
     flights: Flights,
+    /// `max_upstream_fetches`, shared with the config's other upstreams.
+    slots: Arc<FetchSlots>,
 }
 
 /// What makes two upstream requests identical, within one upstream (each
@@ -311,7 +322,7 @@ struct Flights {
 }
 
 impl UpstreamClient {
-    pub fn new(cfg: &config::Upstream) -> Result<UpstreamClient, String> {
+    pub fn new(cfg: &config::Upstream, slots: Arc<FetchSlots>) -> Result<UpstreamClient, String> {
         let addresses = Arc::new(AddressRules::new(&cfg.host));
         let builder = || -> Result<reqwest::ClientBuilder, String> {
             let mut b = reqwest::Client::builder()
@@ -350,6 +361,7 @@ impl UpstreamClient {
             addresses,
             tokens: moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(50)).build(),
             flights: Flights::default(),
+            slots,
         })
     }
 
@@ -374,7 +386,8 @@ impl UpstreamClient {
     }
 
     /// Sends a request, answering one bearer challenge if the registry asks.
-    /// Only `Kind::Blob` requests follow redirects.
+    /// Only `Kind::Blob` requests follow redirects. The fetch slot comes
+    /// back with the response: the caller holds it until the body is read.
     async fn send(
         &self,
         kind: Kind,
@@ -383,7 +396,7 @@ impl UpstreamClient {
         path: &str,
         accept: Option<&str>,
         timeout: Option<Duration>,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<(reqwest::Response, FetchSlot), UpstreamError> {
         self.send_with(kind, repo, method, path, accept, timeout, None).await
     }
 
@@ -398,7 +411,10 @@ impl UpstreamClient {
         accept: Option<&str>,
         timeout: Option<Duration>,
         range: Option<&str>,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<(reqwest::Response, FetchSlot), UpstreamError> {
+        // One slot for the whole exchange, token request included, so a
+        // request never waits for a second slot while holding a first.
+        let slot = self.slots.take().await?;
         let url = self.url(path);
         let client = if kind == Kind::Blob { &self.blob_http } else { &self.http };
         let build = |token: Option<&str>| {
@@ -424,7 +440,7 @@ impl UpstreamClient {
         let cached = self.tokens.get(repo).await;
         let resp = self.exchange(kind, build(cached.as_deref()), limit).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
+            return Ok((resp, slot));
         }
         let challenge = resp
             .headers()
@@ -441,7 +457,7 @@ impl UpstreamClient {
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(UpstreamError::Unauthorized(format!("token refused for {}", redact_userinfo(&url))));
         }
-        Ok(resp)
+        Ok((resp, slot))
     }
 
     /// Asks the challenge's realm for a pull token for `repo`, with our
@@ -476,7 +492,7 @@ impl UpstreamClient {
         reference: &ManifestRef,
         accept: &str,
     ) -> Result<Manifest, UpstreamError> {
-        let resp = self.manifest_request(Kind::Manifest, repo, reference, accept).await?;
+        let (resp, _slot) = self.manifest_request(Kind::Manifest, repo, reference, accept).await?;
         let declared = header(&resp, "docker-content-digest");
         let content_type = header(&resp, CONTENT_TYPE.as_str());
         let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, "a manifest", self.cfg.request_timeout).await?;
@@ -506,11 +522,11 @@ impl UpstreamClient {
         repo: &str,
         reference: &ManifestRef,
         accept: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<(reqwest::Response, FetchSlot), UpstreamError> {
         let method = if kind == Kind::ManifestHead { reqwest::Method::HEAD } else { reqwest::Method::GET };
         let path = format!("{repo}/manifests/{reference}");
-        let resp = self.send(kind, repo, method, &path, Some(accept), Some(self.cfg.request_timeout)).await?;
-        check_status(resp, kind).await
+        let (resp, slot) = self.send(kind, repo, method, &path, Some(accept), Some(self.cfg.request_timeout)).await?;
+        Ok((check_status(resp, kind).await?, slot))
     }
 
     /// `HEAD /v2/<repo>/manifests/<ref>`: the digest upstream declares, to
@@ -534,7 +550,7 @@ impl UpstreamClient {
         reference: &ManifestRef,
         accept: &str,
     ) -> Result<Option<HeadInfo>, UpstreamError> {
-        let resp = self.manifest_request(Kind::ManifestHead, repo, reference, accept).await?;
+        let (resp, _slot) = self.manifest_request(Kind::ManifestHead, repo, reference, accept).await?;
         let Some(digest) = header(&resp, "docker-content-digest").and_then(|d| d.trim().parse::<Digest>().ok()) else {
             return Ok(None);
         };
@@ -569,7 +585,7 @@ impl UpstreamClient {
     /// `GET /v2/<repo>/blobs/<digest>` read fully, for small blobs such as
     /// signature payloads. Bounded and checked against the digest.
     pub async fn small_blob(&self, repo: &str, digest: &Digest, limit: usize) -> Result<Bytes, UpstreamError> {
-        let resp = self
+        let (resp, _slot) = self
             .send(
                 Kind::Blob,
                 repo,
@@ -612,7 +628,7 @@ impl UpstreamClient {
         range: Option<String>,
     ) -> Result<BlobStream, UpstreamError> {
         let path = format!("{repo}/blobs/{digest}");
-        let resp = self.send_with(Kind::Blob, repo, method, &path, None, None, range.as_deref()).await?;
+        let (resp, slot) = self.send_with(Kind::Blob, repo, method, &path, None, None, range.as_deref()).await?;
         let resp = check_status(resp, Kind::Blob).await?;
         let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
         let offset = if partial {
@@ -623,7 +639,12 @@ impl UpstreamClient {
         };
         let content_length = header(&resp, CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
         let timeout = self.cfg.request_timeout;
-        let body = resp.bytes_stream().map(move |r| r.map_err(|e| UpstreamError::from_reqwest(e, timeout)));
+        // The slot lives in the stream: it is released when the body ends or
+        // its reader drops it.
+        let body = resp.bytes_stream().map(move |r| {
+            let _held = &slot;
+            r.map_err(|e| UpstreamError::from_reqwest(e, timeout))
+        });
         Ok(BlobStream { content_length, offset, body: Box::pin(body) })
     }
 
@@ -633,7 +654,7 @@ impl UpstreamClient {
             Some(q) => format!("{repo}/tags/list?{q}"),
             None => format!("{repo}/tags/list"),
         };
-        let resp =
+        let (resp, _slot) =
             self.send(Kind::Tags, repo, reqwest::Method::GET, &path, None, Some(self.cfg.request_timeout)).await?;
         let resp = check_status(resp, Kind::Tags).await?;
         let ct = header(&resp, CONTENT_TYPE.as_str()).unwrap_or_else(|| "application/json".into());
@@ -665,7 +686,7 @@ impl UpstreamClient {
             Some(t) => format!("{repo}/referrers/{digest}?artifactType={}", query_escape(t)),
             None => format!("{repo}/referrers/{digest}"),
         };
-        let resp = self
+        let (resp, _slot) = self
             .send(
                 Kind::Referrers,
                 repo,
@@ -1059,6 +1080,14 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// Upstream's `Retry-After` as whole seconds, capped at an hour: a client
+/// told to wait a day would stop pulling, and a value we cannot read (an
+/// HTTP date, garbage) is dropped so the client gets our own short default.
+fn retry_after_secs(v: &str) -> Option<u64> {
+    const MAX_RETRY_AFTER: u64 = 3600;
+    v.trim().parse::<u64>().ok().map(|s| s.min(MAX_RETRY_AFTER))
+}
+
 /// A `Content-Type` that names a manifest type, not a generic one.
 fn specific_media_type(content_type: Option<String>) -> Option<String> {
     content_type.filter(|c| !c.is_empty() && c != "application/octet-stream" && c != "text/plain")
@@ -1074,7 +1103,9 @@ async fn check_status(resp: reqwest::Response, kind: Kind) -> Result<reqwest::Re
     }
     match status {
         StatusCode::NOT_FOUND => Err(UpstreamError::NotFound),
-        StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::TooManyRequests),
+        StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::TooManyRequests {
+            retry_after: header(&resp, "retry-after").and_then(|v| retry_after_secs(&v)),
+        }),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
             Err(UpstreamError::Unauthorized(format!("{status} from {}", redact_userinfo(resp.url().as_str()))))
         }

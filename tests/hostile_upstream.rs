@@ -371,7 +371,7 @@ fn client_for(url: &str) -> sigmirror::upstream::UpstreamClient {
     let (config, _, checker) =
         Config::from_str(&mirror_config(url, ""), Checker::new(Path::new("sigmirror.toml"))).expect("config parses");
     assert!(checker.problems.is_empty(), "{:?}", checker.problems);
-    sigmirror::upstream::UpstreamClient::new(&config.upstreams[0]).expect("client")
+    sigmirror::upstream::UpstreamClient::new(&config.upstreams[0], Default::default()).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,4 +428,200 @@ async fn head_manifest_resolves_a_tag_from_the_digest_header_without_fetching_th
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(sent, 7.0, "{metrics}");
+}
+
+/// A mirror whose enforcing policy trusts a fresh P-256 key for
+/// `registry.test/team-a/**` (nothing here is signed by it: every case is
+/// about what upstream sends around the signature).
+fn enforcing(url: &str) -> Sigmirror {
+    let dir = tempfile::TempDir::new().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("release.pub"), key.public_key_pem()).unwrap();
+    let policy = "[[policy]]\nname = \"releases\"\nscope = [\"registry.test/team-a/**\"]\nmode = \"enforce\"\n\
+                  cosign_keys = [\"release.pub\"]\n";
+    Sigmirror::start_in(dir, &mirror_config(url, policy))
+}
+
+fn manifest_reply(media_type: &str, bytes: &[u8]) -> Reply {
+    Reply::Full {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), media_type.into()),
+            ("Docker-Content-Digest".into(), sha256_digest(bytes)),
+        ],
+        body: bytes.to_vec(),
+    }
+}
+
+/// GETs `url` and checks the error answer and that it came within `within`.
+fn assert_quick_error(url: &str, status: u16, want: &str, within: Duration) -> Response {
+    let (r, took) = get(url);
+    assert_eq!(r.status, status, "{url}: {}", r.text());
+    assert_eq!(message(&r), want, "{url}");
+    assert!(took < within, "{url}: took {took:?}");
+    r
+}
+
+/// Prints the memory figure a report quotes, and checks it.
+fn report_memory(m: &Sigmirror, case: &str) {
+    let peak = m.proc_status_kib("VmHWM");
+    eprintln!("memory peak after {case}: {peak} KiB");
+    assert_memory_bounded(m, case);
+}
+
+#[test]
+fn a_manifest_shorter_or_longer_than_its_content_length_is_refused_and_never_served() {
+    let mock = MockUpstream::start();
+    let image = build_image("content-length", "amd64");
+    // Fewer bytes than announced, then the connection closes.
+    mock.set(
+        &format!("/v2/team-a/app/manifests/{}", image.digest),
+        Reply::Truncated {
+            status: 200,
+            headers: vec![("Content-Type".into(), OCI_MANIFEST.into())],
+            body: image.manifest.clone(),
+            send: image.manifest.len() / 2,
+        },
+    );
+    // More bytes than announced: what follows `Content-Length` is not part
+    // of the answer, so the manifest is the first `announced` bytes.
+    let mut longer = image.manifest.clone();
+    longer.extend_from_slice(b"{\"smuggled\":true}");
+    let announced = image.manifest.len() - 10;
+    let longer_reply = |digest: Option<&str>| {
+        let mut headers =
+            vec![("Content-Type".into(), OCI_MANIFEST.into()), ("Content-Length".into(), announced.to_string())];
+        headers.extend(digest.map(|d| ("Docker-Content-Digest".to_string(), d.to_string())));
+        Reply::Full { status: 200, headers, body: longer.clone() }
+    };
+    // With the digest a registry sends, the cut manifest does not match it.
+    mock.set("/v2/team-a/app/manifests/longer", longer_reply(Some(&image.digest)));
+    mock.set("/v2/team-a/app/manifests/longer-undigested", longer_reply(None));
+    let m = Sigmirror::start(&config(&mock.url(), ""));
+
+    let malformed = "upstream response is malformed";
+    assert_quick_error(&manifest_url(&m, "team-a/app", &image.digest), 502, malformed, Duration::from_secs(5));
+
+    let (r, _) = get(&manifest_url(&m, "team-a/app", "longer"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.oci_error_code().as_deref(), Some("MANIFEST_INVALID"), "{}", r.text());
+    assert!(message(&r).starts_with("upstream sent content with digest sha256:"), "{}", r.text());
+    assert!(!r.text().contains("smuggled"), "{}", r.text());
+    // Without one, the audit policy serves exactly the announced bytes,
+    // under their own digest: never the bytes past Content-Length.
+    let (r, _) = get(&manifest_url(&m, "team-a/app", "longer-undigested"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, image.manifest[..announced], "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(sha256_digest(&image.manifest[..announced]).as_str()));
+    // Nothing half-read was cached: both are asked again.
+    let (r, _) = get(&manifest_url(&m, "team-a/app", &image.digest));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(mock.count(&format!("/v2/team-a/app/manifests/{}", image.digest)), 2);
+    report_memory(&m, "short and long manifests");
+}
+
+#[test]
+fn an_upstream_429_reaches_the_client_with_its_retry_after_capped_at_an_hour() {
+    let mock = MockUpstream::start();
+    let limited = |retry_after: &str| Reply::Full {
+        status: 429,
+        headers: vec![("Retry-After".into(), retry_after.into())],
+        body: br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+    };
+    mock.set("/v2/team-a/app/manifests/seven", limited("7"));
+    mock.set("/v2/team-a/app/manifests/day", limited("86400"));
+    mock.set("/v2/team-a/app/manifests/date", limited("Wed, 21 Oct 2026 07:28:00 GMT"));
+    let m = enforcing(&mock.url());
+    for (tag, want) in [("seven", "7"), ("day", "3600"), ("date", "1")] {
+        let (r, took) = get(&manifest_url(&m, "team-a/app", tag));
+        assert_eq!(r.status, 429, "{tag}: {}", r.text());
+        assert_eq!(r.header("retry-after"), Some(want), "{tag}");
+        assert_eq!(r.oci_error_code().as_deref(), Some("TOOMANYREQUESTS"), "{tag}");
+        assert_eq!(message(&r), "upstream is rate limiting (429)", "{tag}");
+        assert!(took < Duration::from_secs(3), "{tag}: took {took:?}");
+    }
+    report_memory(&m, "upstream 429s");
+}
+
+/// A signature manifest for `image` with `layers` simple-signing layers.
+fn signature_manifest(layers: usize) -> Vec<u8> {
+    let layer = format!(
+        r#"{{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:{}","size":300}}"#,
+        "a".repeat(64)
+    );
+    let layers = vec![layer; layers].join(",");
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":2}},"layers":[{layers}]}}"#,
+        "b".repeat(64)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_signature_manifest_with_100000_layers_is_refused_without_fetching_a_layer() {
+    let mock = MockUpstream::start();
+    let (huge, many) = (build_image("sig-huge", "amd64"), build_image("sig-many", "amd64"));
+    mock.serve_image("team-a/huge", "v1", &huge);
+    mock.serve_image("team-a/many", "v1", &many);
+    let sig_tag = |d: &str| format!("sha256-{}.sig", &d["sha256:".len()..]);
+    // 100,000 layers are about 15 MB of JSON: over the 4 MiB manifest bound.
+    let hundred_thousand = signature_manifest(100_000);
+    mock.set(
+        &format!("/v2/team-a/huge/manifests/{}", sig_tag(&huge.digest)),
+        manifest_reply(OCI_MANIFEST, &hundred_thousand),
+    );
+    // 20,000 fit in the byte bound, and are still far more than are examined.
+    mock.set(
+        &format!("/v2/team-a/many/manifests/{}", sig_tag(&many.digest)),
+        manifest_reply(OCI_MANIFEST, &signature_manifest(20_000)),
+    );
+    let m = enforcing(&mock.url());
+
+    let too_large = "upstream sent more than 4194304 bytes for a manifest";
+    assert_quick_error(&manifest_url(&m, "team-a/huge", "v1"), 502, too_large, Duration::from_secs(10));
+
+    let (r, _) = get(&manifest_url(&m, "team-a/many", "v1"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let msg = message(&r);
+    assert!(msg.starts_with("policy releases refused registry.test/team-a/many@"), "{msg}");
+    assert!(msg.contains("has 20000 layers, more than the 64 sigmirror examines"), "{msg}");
+    assert_eq!(mock.count_prefix("/v2/team-a/many/blobs/"), 0, "a signature layer was fetched");
+    assert_eq!(mock.count_prefix("/v2/team-a/huge/blobs/"), 0, "a signature layer was fetched");
+    report_memory(&m, "signature manifests with 100,000 and 20,000 layers");
+}
+
+/// A referrers index of `n` descriptors of `artifact_type`.
+fn referrers_index(n: usize, artifact_type: &str) -> Vec<u8> {
+    let d = format!(
+        r#"{{"mediaType":"{OCI_MANIFEST}","artifactType":"{artifact_type}","digest":"sha256:{}","size":500}}"#,
+        "c".repeat(64)
+    );
+    format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#, vec![d; n].join(",")).into_bytes()
+}
+
+#[test]
+fn a_10000_entry_referrers_index_is_refused_for_clients_and_for_verification() {
+    let mock = MockUpstream::start();
+    let image = build_image("referrers-flood", "amd64");
+    mock.serve_image("team-a/app", "v1", &image);
+    let bundle_type = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    mock.set(
+        &format!("/v2/team-a/app/referrers/{}", image.digest),
+        manifest_reply(OCI_INDEX, &referrers_index(10_000, bundle_type)),
+    );
+    let m = enforcing(&mock.url());
+
+    let (r, _) = get(&format!("{}/v2/team-a/app/referrers/{}?ns={NS}", m.url(), image.digest));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(message(&r), "upstream sent more than 1048576 bytes for a referrers index");
+
+    let r = assert_quick_error(
+        &manifest_url(&m, "team-a/app", "v1"),
+        502,
+        "upstream sent more than 1048576 bytes for a referrers index",
+        Duration::from_secs(10),
+    );
+    assert!(!r.body.windows(image.manifest.len()).any(|w| w == image.manifest));
+    assert_eq!(mock.count_prefix("/v2/team-a/app/manifests/sha256:cccc"), 0, "a listed referrer was fetched");
+    report_memory(&m, "a 10,000-entry referrers index");
 }
