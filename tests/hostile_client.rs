@@ -226,6 +226,59 @@ fn connections_over_max_connections_get_503_with_retry_after_and_the_others_keep
     assert!(hits.is_some_and(|n| n >= 1), "{metrics}");
 }
 
+/// sigmirror idles at about 20 MiB resident; the flood below must not
+/// take it far past that.
+const RSS_BOUND_KIB: u64 = 100 * 1024;
+
+#[test]
+fn a_flood_of_connections_gets_the_limit_served_64_answered_503_and_the_rest_closed_at_once() {
+    const SILENT: usize = 100;
+    let mock = MockUpstream::start();
+    let m = Sigmirror::start(&config(&mock.url(), "max_connections = 20\nheader_read_timeout_secs = 30"));
+    // 20 kept-alive connections hold every slot.
+    let mut held: Vec<TcpStream> = (0..20).map(|_| connect(&m)).collect();
+    for c in &mut held {
+        assert_eq!(get_on(c, "/v2/").unwrap().status, 200);
+    }
+    // A flood that says nothing: 64 wait for their 503 (up to 5 s each),
+    // the rest are closed at once.
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..SILENT).map(|_| connect(&m)).collect();
+    thread::sleep(Duration::from_millis(500));
+    let mut waiting = Vec::new();
+    let mut closed = 0;
+    for mut c in silent.drain(..) {
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match c.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                c.set_nonblocking(false).unwrap();
+                waiting.push(c);
+            }
+            Ok(0) | Err(_) => closed += 1,
+            Ok(_) => panic!("a silent connection was sent bytes before asking"),
+        }
+    }
+    assert_eq!((waiting.len(), closed), (64, SILENT - 64));
+    for c in &mut waiting {
+        let r = get_on(c, "/v2/").expect("a waiting connection is answered");
+        let message = "sigmirror is serving its limit of 20 connections (limits.max_connections); retry shortly";
+        assert_retry_later(&r, 503, "UNAVAILABLE", message);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the flood took {took:?}");
+    let peak = m.proc_status_kib("VmHWM");
+    eprintln!("memory peak after 20 held and {SILENT} flooding connections: {peak} KiB");
+    assert!(peak < RSS_BOUND_KIB, "sigmirror peaked at {peak} KiB resident");
+    // The admitted connections still work, and every refused one is counted.
+    let metrics = get_on(&mut held[0], "/metrics").unwrap().text();
+    let hits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sigmirror_limit_hits_total{limit=\"max_connections\"} "))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    assert_eq!(hits, Some(SILENT), "{metrics}");
+}
+
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let mock = MockUpstream::start();
