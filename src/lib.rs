@@ -35,6 +35,14 @@
 //! listener, with client certificates when `client_ca` is set, is built by
 //! `tls::acceptor`.
 //!
+//! Before any of this, `run` admits each connection through
+//! `connection::Gate` (`[limits] max_connections`; over it, `503`), and
+//! `connection::serve` bounds its request heads in time and size and closes
+//! it when idle. A manifest request has one deadline
+//! (`manifest_timeout_secs`, in `server`), and every upstream request takes
+//! one of `max_upstream_fetches` slots (`limits::FetchSlots`) until its body
+//! is read. Each limit hit is counted (`limits::count_hit`).
+//!
 //! Blobs skip 4–6: `server::blob_guard` serves only blobs of manifests the
 //! policy allowed (`cache::AllowedBlobs`, filled by `decide`), and
 //! `blob::serve` streams and hashes them, aborting on a mismatch. Tag lists and referrers (`listing`) are

@@ -24,6 +24,13 @@ fn config(url: &str, limits: &str) -> String {
     format!("{base}\n[limits]\n{limits}\n\n[audit]\npath = \"audit.log\"\n")
 }
 
+/// A counting mock upstream and a mirror in front of it with `limits`.
+fn start(limits: &str) -> (MockUpstream, Sigmirror) {
+    let mock = MockUpstream::start();
+    let m = Sigmirror::start(&config(&mock.url(), limits));
+    (mock, m)
+}
+
 fn connect(m: &Sigmirror) -> TcpStream {
     let s = TcpStream::connect_timeout(&m.addr.parse().unwrap(), Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -128,8 +135,7 @@ fn wait_for_hits(m: &Sigmirror, limit: &str, n: u64) {
 
 #[test]
 fn a_slowloris_client_is_disconnected_after_header_read_timeout_while_others_are_served() {
-    let mock = MockUpstream::start();
-    let m = Sigmirror::start(&config(&mock.url(), "header_read_timeout_secs = 2\nidle_timeout_secs = 30"));
+    let (mock, m) = start("header_read_timeout_secs = 2\nidle_timeout_secs = 30");
 
     // One header line every 300 ms: the head never ends.
     let mut slow = connect(&m);
@@ -161,12 +167,12 @@ fn a_slowloris_client_is_disconnected_after_header_read_timeout_while_others_are
     assert!(lines_sent < 40, "the server read all 40 header lines");
     wait_for_hits(&m, "header_read_timeout_secs", 2);
     assert_eq!(mock.total(), 0, "{:?}", mock.requests());
+    report_memory(&m, "a slowloris and a silent client");
 }
 
 #[test]
 fn a_request_head_over_max_header_bytes_gets_431_and_one_under_it_is_served() {
-    let mock = MockUpstream::start();
-    let m = Sigmirror::start(&config(&mock.url(), "max_header_bytes = 8192"));
+    let (mock, m) = start("max_header_bytes = 8192");
     let url = format!("{}/v2/", m.url());
 
     let small = "a".repeat(6000);
@@ -184,12 +190,13 @@ fn a_request_head_over_max_header_bytes_gets_431_and_one_under_it_is_served() {
     assert_eq!(r.status, 431);
     wait_for_hits(&m, "max_header_bytes", 2);
     assert_eq!(http("GET", &url, &[]).status, 200, "the mirror still serves");
+    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
+    report_memory(&m, "oversized request heads");
 }
 
 #[test]
 fn connections_over_max_connections_get_503_with_retry_after_and_the_others_keep_working() {
-    let mock = MockUpstream::start();
-    let m = Sigmirror::start(&config(&mock.url(), "max_connections = 2\nheader_read_timeout_secs = 30"));
+    let (mock, m) = start("max_connections = 2\nheader_read_timeout_secs = 30");
 
     // Two kept-alive connections hold both slots.
     let mut a = connect(&m);
@@ -211,6 +218,8 @@ fn connections_over_max_connections_get_503_with_retry_after_and_the_others_keep
 
     // Once one closes, a new connection is served again.
     drop(b);
+    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
+    report_memory(&m, "connections over max_connections");
     let r = wait_for("a freed connection slot", Duration::from_secs(5), Duration::from_millis(50), || {
         let r = try_http_timeout("GET", &format!("{}/v2/", m.url()), &[], &[], Duration::from_secs(5)).ok()?;
         (r.status == 200).then_some(r)
@@ -226,15 +235,21 @@ fn connections_over_max_connections_get_503_with_retry_after_and_the_others_keep
     assert!(hits.is_some_and(|n| n >= 1), "{metrics}");
 }
 
-/// sigmirror idles at about 20 MiB resident; the flood below must not
-/// take it far past that.
+/// sigmirror idles at about 20 MiB resident (40 MiB in a debug build); no
+/// hostile client may take it far past that.
 const RSS_BOUND_KIB: u64 = 100 * 1024;
+
+/// Prints the memory peak (`VmHWM`) a report quotes, and checks it.
+fn report_memory(m: &Sigmirror, case: &str) {
+    let peak = m.proc_status_kib("VmHWM");
+    eprintln!("memory peak after {case}: {peak} KiB");
+    assert!(peak < RSS_BOUND_KIB, "{case}: sigmirror peaked at {peak} KiB resident");
+}
 
 #[test]
 fn a_flood_of_connections_gets_the_limit_served_64_answered_503_and_the_rest_closed_at_once() {
     const SILENT: usize = 100;
-    let mock = MockUpstream::start();
-    let m = Sigmirror::start(&config(&mock.url(), "max_connections = 20\nheader_read_timeout_secs = 30"));
+    let (mock, m) = start("max_connections = 20\nheader_read_timeout_secs = 30");
     // 20 kept-alive connections hold every slot.
     let mut held: Vec<TcpStream> = (0..20).map(|_| connect(&m)).collect();
     for c in &mut held {
@@ -267,9 +282,8 @@ fn a_flood_of_connections_gets_the_limit_served_64_answered_503_and_the_rest_clo
     }
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "the flood took {took:?}");
-    let peak = m.proc_status_kib("VmHWM");
-    eprintln!("memory peak after 20 held and {SILENT} flooding connections: {peak} KiB");
-    assert!(peak < RSS_BOUND_KIB, "sigmirror peaked at {peak} KiB resident");
+    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
+    report_memory(&m, &format!("20 held and {SILENT} flooding connections"));
     // The admitted connections still work, and every refused one is counted.
     let metrics = get_on(&mut held[0], "/metrics").unwrap().text();
     let hits = metrics
@@ -280,14 +294,29 @@ fn a_flood_of_connections_gets_the_limit_served_64_answered_503_and_the_rest_clo
 }
 
 #[test]
+fn an_http2_connection_that_sends_no_request_is_closed_after_idle_timeout() {
+    let (mock, m) = start("idle_timeout_secs = 2\nheader_read_timeout_secs = 30");
+    // HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame,
+    // then nothing. hyper's header clock is HTTP/1.1's only.
+    let mut c = connect(&m);
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    let took = time_until_closed(&mut c, Duration::from_secs(10)).expect("the idle HTTP/2 connection stayed open");
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(4), "closed after {took:?}");
+    wait_for_hits(&m, "idle_timeout_secs", 1);
+    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
+    report_memory(&m, "an idle HTTP/2 connection");
+}
+
+#[test]
 fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let mock = MockUpstream::start();
-    let m = Sigmirror::start(&config(&mock.url(), "idle_timeout_secs = 2\nheader_read_timeout_secs = 30"));
+    let (mock, m) = start("idle_timeout_secs = 2\nheader_read_timeout_secs = 30");
     let mut c = connect(&m);
     assert_eq!(get_on(&mut c, "/v2/").unwrap().status, 200);
     let took = time_until_closed(&mut c, Duration::from_secs(10)).expect("the idle connection stayed open");
     assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(4), "closed after {took:?}");
     wait_for_hits(&m, "idle_timeout_secs", 1);
+    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
+    report_memory(&m, "an idle HTTP/1.1 connection");
 }
 
 /// Serves `image` as `repo:tag`, answering only after `delay`.
@@ -335,6 +364,7 @@ fn a_manifest_upstream_answers_too_slowly_is_refused_with_504_at_manifest_timeou
     });
     assert_eq!((line["verdict"].as_str(), line["policy"].as_str()), (Some("deny"), Some("everything")), "{line}");
     assert_eq!(line["tag"], "v1", "{line}");
+    report_memory(&m, "a manifest past manifest_timeout_secs");
 }
 
 #[test]
@@ -369,14 +399,14 @@ fn a_request_that_finds_every_upstream_fetch_slot_taken_gets_429_with_retry_afte
     let r = try_http_timeout("GET", &url("v2"), &[("Accept", OCI_MANIFEST)], &[], Duration::from_secs(30)).unwrap();
     assert_eq!((r.status, r.body == two.manifest), (200, true), "{}", r.text());
     assert!(limit_hits(&m, "max_upstream_fetches") >= 1);
+    report_memory(&m, "a request over max_upstream_fetches");
 }
 
 const HEX64: &str = "b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9";
 
 #[test]
 fn names_references_and_digests_the_distribution_spec_forbids_are_refused_before_upstream_is_asked() {
-    let mock = MockUpstream::start();
-    let m = Sigmirror::start(&config(&mock.url(), ""));
+    let (mock, m) = start("");
     let long_name = vec!["abcdefghij"; 24].join("/"); // 263 characters
     let long_tag = "t".repeat(129);
     let upper_hex = HEX64.to_ascii_uppercase();
@@ -439,6 +469,7 @@ fn names_references_and_digests_the_distribution_spec_forbids_are_refused_before
     mock.manifest("team-a/app", "v1", OCI_MANIFEST, &image.manifest);
     let r = http("GET", &format!("{}/v2/team-a/app/manifests/v1?ns={NS}", m.url()), &[("Accept", OCI_MANIFEST)]);
     assert_eq!(r.status, 200, "{}", r.text());
+    report_memory(&m, "invalid names, references and digests");
 }
 
 #[test]
@@ -501,4 +532,5 @@ fn no_ns_value_makes_sigmirror_contact_a_host_that_is_not_configured() {
         .filter(|l| l["verdict"] == "deny" && l["reason"] == "it is not a configured upstream")
         .collect();
     assert_eq!(refused.len(), values.len() * 2, "{refused:?}");
+    report_memory(&m, "hostile ns= values");
 }
