@@ -182,7 +182,7 @@ pub fn log_failure(policy: &str, subject: &Subject, err: &Error) {
         _ => false,
     };
     if worth_a_line {
-        let reason = format!("cannot decide: {err}");
+        let reason = err.cannot_decide();
         log_decision(&Verdict::Deny { policy: Some(policy.to_string()), reason }, subject, false);
     }
 }

@@ -104,7 +104,7 @@ impl Error {
             Error::ManifestTimeout { policy, image, .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "DENIED",
-                Some(serde_json::json!({ "policy": policy, "image": image, "reason": "manifest_timeout_secs" })),
+                Some(serde_json::json!({ "policy": policy, "image": image, "reason": self.cannot_decide() })),
             ),
             // What distribution answers a client that cannot accept an index.
             Error::NotAcceptable(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", None),
@@ -123,6 +123,13 @@ impl Error {
                 _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE", None),
             },
         }
+    }
+
+    /// The audit line's `reason` for a request that failed before a
+    /// decision (`audit::log_failure`), and the error body's
+    /// `detail.reason` where it has one: the same words in both.
+    pub fn cannot_decide(&self) -> String {
+        format!("cannot decide: {self}")
     }
 
     /// `Retry-After` seconds for an answer that asks the client to come back:

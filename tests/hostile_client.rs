@@ -364,6 +364,7 @@ fn a_manifest_upstream_answers_too_slowly_is_refused_with_504_at_manifest_timeou
     });
     assert_eq!((line["verdict"].as_str(), line["policy"].as_str()), (Some("deny"), Some("everything")), "{line}");
     assert_eq!(line["tag"], "v1", "{line}");
+    assert_eq!(r.json()["errors"][0]["detail"]["reason"], line["reason"], "the body and the audit line agree");
     report_memory(&m, "a manifest past manifest_timeout_secs");
 }
 
