@@ -653,3 +653,30 @@ fn a_10000_entry_referrers_index_is_refused_for_clients_and_for_verification() {
     assert_eq!(mock.count_prefix("/v2/team-a/app/manifests/sha256:cccc"), 0, "a listed referrer was fetched");
     assert_memory_bounded(&m, "after a 10,000-entry referrers index");
 }
+
+#[test]
+fn a_manifest_sent_byte_by_byte_is_cut_at_manifest_timeout_and_nothing_is_served() {
+    let mock = MockUpstream::start();
+    let image = build_image("drip", "amd64");
+    // One byte every 100 ms: each arrives well within the read timeout, and
+    // the whole manifest would take minutes.
+    let drip = |body: &[u8]| Reply::Drip {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), OCI_MANIFEST.into()),
+            ("Docker-Content-Digest".into(), sha256_digest(body)),
+        ],
+        body: body.to_vec(),
+        chunk: 1,
+        every: Duration::from_millis(100),
+    };
+    mock.set("/v2/team-a/app/manifests/v1", drip(&image.manifest));
+    let m = Sigmirror::start(&format!("{}\n[limits]\nmanifest_timeout_secs = 3\n", config(&mock.url(), "")));
+    let (r, took) = get(&manifest_url(&m, "team-a/app", "v1"));
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.oci_error_code().as_deref(), Some("DENIED"));
+    assert!(message(&r).contains("within limits.manifest_timeout_secs = 3 s"), "{}", r.text());
+    assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(6), "answered after {took:?}");
+    assert!(!r.body.windows(image.manifest.len()).any(|w| w == image.manifest));
+    assert_memory_bounded(&m, "after a manifest sent byte by byte");
+}
