@@ -308,15 +308,23 @@ fn an_http2_connection_that_sends_no_request_is_closed_after_idle_timeout() {
 }
 
 #[test]
-fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let (mock, m) = start("idle_timeout_secs = 2\nheader_read_timeout_secs = 30");
+fn a_kept_alive_connection_waits_idle_timeout_not_header_read_timeout_for_its_next_request() {
+    let (mock, m) = start("idle_timeout_secs = 3\nheader_read_timeout_secs = 1");
     let mut c = connect(&m);
     assert_eq!(get_on(&mut c, "/v2/").unwrap().status, 200);
     let took = time_until_closed(&mut c, Duration::from_secs(10)).expect("the idle connection stayed open");
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(4), "closed after {took:?}");
+    assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(5), "closed after {took:?}");
     wait_for_hits(&m, "idle_timeout_secs", 1);
+    assert_eq!(limit_hits(&m, "header_read_timeout_secs"), 0, "an idle connection is not a slow client");
+    // A next request that starts but never ends is a slow client again.
+    let mut c = connect(&m);
+    assert_eq!(get_on(&mut c, "/v2/").unwrap().status, 200);
+    c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: sig").unwrap();
+    let took = time_until_closed(&mut c, Duration::from_secs(10)).expect("the half-sent head was waited for");
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(3), "closed after {took:?}");
+    wait_for_hits(&m, "header_read_timeout_secs", 1);
     assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
-    report_memory(&m, "an idle HTTP/1.1 connection");
+    report_memory(&m, "idle and half-sent HTTP/1.1 requests");
 }
 
 /// Serves `image` as `repo:tag`, answering only after `delay`.
