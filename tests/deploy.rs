@@ -56,6 +56,7 @@ const METRICS: &[(&str, Kind, &[&str])] = &[
     ("sigmirror_blob_digest_mismatches_total", Kind::Counter, &[]),
     ("sigmirror_blob_cache_write_errors_total", Kind::Counter, &[]),
     ("sigmirror_stale_answers_total", Kind::Counter, &["kind"]),
+    ("sigmirror_limit_hits_total", Kind::Counter, &["limit"]),
     ("sigmirror_build_info", Kind::Gauge, &["version"]),
 ];
 
@@ -67,6 +68,17 @@ const LABEL_VALUES: &[(&str, &[&str])] = &[
     ("scheme", &["cosign", "notation", "none", "-"]),
     ("cache", &["manifest", "verdict", "blob", "tag"]),
     ("result", &["ok", "error"]),
+    (
+        "limit",
+        &[
+            "max_connections",
+            "header_read_timeout_secs",
+            "max_header_bytes",
+            "idle_timeout_secs",
+            "manifest_timeout_secs",
+            "max_upstream_fetches",
+        ],
+    ),
 ];
 
 /// Labels Prometheus adds to every scraped series.
