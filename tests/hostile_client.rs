@@ -543,3 +543,47 @@ fn no_ns_value_makes_sigmirror_contact_a_host_that_is_not_configured() {
     assert_eq!(refused.len(), values.len() * 2, "{refused:?}");
     report_memory(&m, "hostile ns= values");
 }
+
+#[test]
+fn a_blob_holds_its_upstream_fetch_slot_until_its_body_has_streamed() {
+    let (mock, m) = start("max_upstream_fetches = 1\nupstream_fetch_wait_secs = 1");
+    let (image, other) = (build_image("slot-blob", "amd64"), build_image("slot-other", "amd64"));
+    mock.serve_image("team-a/app", "v1", &image);
+    mock.manifest("team-a/app", "v2", OCI_MANIFEST, &other.manifest);
+    // The layer streams for about 3 s: 2 KiB in 64-byte pieces, 100 ms apart.
+    let (layer_digest, layer) = (image.layer_digests[0].clone(), image.layers[0].clone());
+    mock.set(
+        &format!("/v2/team-a/app/blobs/{layer_digest}"),
+        Reply::Drip {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/octet-stream".into())],
+            body: layer.clone(),
+            chunk: 64,
+            every: Duration::from_millis(100),
+        },
+    );
+    let get = |path: String| {
+        try_http_timeout("GET", &format!("{}{path}?ns={NS}", m.url()), &[], &[], Duration::from_secs(30))
+    };
+    let r = get("/v2/team-a/app/manifests/v1".into()).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let streaming = {
+        let url = format!("{}/v2/team-a/app/blobs/{layer_digest}?ns={NS}", m.url());
+        thread::spawn(move || try_http_timeout("GET", &url, &[], &[], Duration::from_secs(30)))
+    };
+    wait_for("the blob download to start", Duration::from_secs(5), Duration::from_millis(20), || {
+        (mock.count(&format!("/v2/team-a/app/blobs/{layer_digest}")) == 1).then_some(())
+    });
+    // Its headers came long ago; its body still holds the one slot.
+    thread::sleep(Duration::from_millis(300));
+    let r = get("/v2/team-a/app/manifests/v2".into()).unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+    let blob = streaming.join().unwrap().expect("the streaming blob is answered");
+    assert_eq!((blob.status, blob.complete, blob.body == layer), (200, true, true), "{}", blob.status);
+    // The slot is free again once the body has ended.
+    let r = wait_for("the slot to be released", Duration::from_secs(5), Duration::from_millis(100), || {
+        get("/v2/team-a/app/manifests/v2".into()).ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(r.body, other.manifest);
+    report_memory(&m, "a blob streaming in one upstream fetch slot");
+}
