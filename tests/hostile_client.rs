@@ -587,3 +587,31 @@ fn a_blob_holds_its_upstream_fetch_slot_until_its_body_has_streamed() {
     assert_eq!(r.body, other.manifest);
     report_memory(&m, "a blob streaming in one upstream fetch slot");
 }
+
+#[test]
+fn a_request_body_is_never_read_and_a_huge_one_costs_no_memory() {
+    let (mock, m) = start("");
+    for method in ["PUT", "POST", "GET"] {
+        let mut c = connect(&m);
+        // Announces 10 GB, then keeps sending.
+        let head = format!(
+            "{method} /v2/team-a/app/blobs/uploads/ HTTP/1.1\r\nHost: s\r\nContent-Length: 10000000000\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let pusher = thread::spawn(move || {
+            let chunk = vec![b'x'; 64 << 10];
+            // At most 256 MiB: far past any buffer, bounded for the test.
+            (0..4096).take_while(|_| w.write_all(&chunk).is_ok()).count()
+        });
+        let r = read_response(&mut c).unwrap_or_else(|e| panic!("{method}: {e}"));
+        let want = if method == "GET" { (404, "NOT_FOUND") } else { (405, "UNSUPPORTED") };
+        assert_eq!((r.status, r.oci_error_code().as_deref()), (want.0, Some(want.1)), "{method}: {}", r.text());
+        let took = time_until_closed(&mut c, Duration::from_secs(10));
+        assert!(took.is_some(), "{method}: the connection was kept open to read the body");
+        let sent = pusher.join().unwrap();
+        assert!(sent < 4096, "{method}: sigmirror read all 256 MiB");
+    }
+    assert_eq!(mock.total(), 0, "{:?}", mock.requests());
+    report_memory(&m, "requests announcing 10 GB bodies");
+}
