@@ -54,6 +54,17 @@ impl TagGuard {
         &self.store
     }
 
+    /// Forgets the pin of a tag, for a deliberate re-release, and what this
+    /// process knew of its moves and revalidation: the next request pins the
+    /// tag afresh. The move events stay in the store as history.
+    pub async fn forget(&self, registry: &str, repo: &str, tag: &str) -> Result<bool, PinError> {
+        let removed = self.store.forget(registry, repo, tag).await?;
+        let key = (registry.to_string(), repo.to_string(), tag.to_string());
+        self.moved.invalidate(&key);
+        self.revalidated.invalidate(&key);
+        Ok(removed)
+    }
+
     /// Loads the moves recorded against the current pins into memory, so a
     /// moved tag is refused under `on_tag_move = "deny"` from the first
     /// request after a restart, not only once revalidation has seen it again.

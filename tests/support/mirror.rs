@@ -17,6 +17,8 @@ use super::{http, kill_and_reap, read_lossy};
 pub struct Sigmirror {
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// `127.0.0.1:PORT` of `admin_listen`, when the config sets it.
+    pub admin_addr: Option<String>,
     pub dir: TempDir,
     config_path: PathBuf,
     child: Option<Child>,
@@ -48,7 +50,7 @@ impl Sigmirror {
     pub fn start_in(dir: TempDir, config_toml: &str) -> Sigmirror {
         let config_path = dir.path().join("sigmirror.toml");
         fs::write(&config_path, config_toml).unwrap();
-        let mut s = Sigmirror { addr: String::new(), dir, config_path, child: None, starts: 0 };
+        let mut s = Sigmirror { addr: String::new(), admin_addr: None, dir, config_path, child: None, starts: 0 };
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
         s
     }
@@ -58,7 +60,7 @@ impl Sigmirror {
         let dir = TempDir::new().unwrap();
         let config_path = dir.path().join("sigmirror.toml");
         fs::write(&config_path, config_toml).unwrap();
-        let mut s = Sigmirror { addr: String::new(), dir, config_path, child: None, starts: 0 };
+        let mut s = Sigmirror { addr: String::new(), admin_addr: None, dir, config_path, child: None, starts: 0 };
         s.spawn()?;
         Ok(s)
     }
@@ -113,6 +115,9 @@ impl Sigmirror {
                         .or_else(|| line.strip_prefix("sigmirror listening on https://"))
                     {
                         break rest.trim().to_string();
+                    }
+                    if let Some(rest) = line.strip_prefix("sigmirror admin listening on http://") {
+                        self.admin_addr = Some(rest.trim().to_string());
                     }
                     seen.push(line);
                 }
