@@ -36,7 +36,8 @@
 //! `tls::acceptor`.
 //!
 //! Blobs skip 4–6: `server::blob_guard` serves only blobs of manifests the
-//! policy allowed (`cache::AllowedBlobs`, filled by `decide`), and
+//! policy allowed (`allowed_blobs::AllowedBlobs`, filled by `decide`, kept across
+//! reloads and, through its journal, restarts), and
 //! `blob::serve` streams and hashes them, aborting on a mismatch. Tag lists and referrers (`listing`) are
 //! parsed, checked and re-serialised, never relayed.
 //!
@@ -57,6 +58,7 @@
 //! `logging` formats the process log (`log_format`).
 
 pub mod admin;
+pub mod allowed_blobs;
 pub mod app;
 pub mod audit;
 pub mod blob;

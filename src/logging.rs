@@ -2,11 +2,12 @@
 //! logfmt parsers, `json` for collectors. The audit trail is a separate
 //! stream (`audit.rs`).
 //!
-//! Text is one line per event: time, level, target, the message, then
-//! `key=value` fields. Values are quoted (with `\"`, `\\` and control
-//! characters escaped) whenever they hold a space, `=`, a quote or a control
-//! character, and control characters in the message are escaped too, so a
-//! hostile upstream's error text can neither break a line nor forge a field.
+//! Text is one line per event: time, level, target, then logfmt
+//! `msg=… key=value` pairs. A value is quoted (with `\"`, `\\`, control
+//! characters and Unicode line separators escaped) whenever it holds a
+//! space, `=`, a quote or such a character. The message is a value like any
+//! other, so a hostile upstream's error text inside it can neither break a
+//! line nor forge a field (`level=ERROR` in a message stays inside its quotes).
 //! Colour only for a person at a terminal, and never with `NO_COLOR` set.
 
 use std::fmt::{self, Write as _};
@@ -34,14 +35,14 @@ fn colour() -> bool {
     !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
-/// Formats an event's fields as `message key=value …`.
+/// Formats an event's fields as `msg=… key=value …`.
 pub struct Logfmt;
 
 impl<'w> FormatFields<'w> for Logfmt {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         let mut v = Fields::default();
         fields.record(&mut v);
-        let mut out = v.message.map(|m| escape_controls(&m)).unwrap_or_default();
+        let mut out = v.message.map(|m| format!("msg={}", logfmt_value(&m))).unwrap_or_default();
         if !out.is_empty() && !v.fields.is_empty() {
             out.push(' ');
         }
@@ -92,27 +93,12 @@ pub fn logfmt_value(value: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.extend(c.escape_default()),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => out.extend(c.escape_default()),
             c => out.push(c),
         }
     }
     out.push('"');
     out
-}
-
-/// Control characters (a newline above all) as escapes; the rest as is.
-fn escape_controls(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars().fold(String::with_capacity(s.len() + 8), |mut out, c| {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-        out
-    })
 }
 
 #[cfg(test)]
@@ -131,9 +117,9 @@ mod tests {
     }
 
     #[test]
-    fn a_message_cannot_break_its_line() {
-        assert_eq!(escape_controls("upstream said\nlevel=ERROR x"), "upstream said\\nlevel=ERROR x");
-        assert_eq!(escape_controls("fine"), "fine");
+    fn a_message_can_neither_break_its_line_nor_forge_a_field() {
+        assert_eq!(logfmt_value("upstream said\nlevel=ERROR x"), "\"upstream said\\nlevel=ERROR x\"");
+        assert_eq!(logfmt_value("a\u{2028}b"), "\"a\\u{2028}b\"");
     }
 
     #[test]
@@ -150,10 +136,10 @@ mod tests {
             .fmt_fields(Logfmt)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(policies = 2, registry = "a b", "listening on\nhttp://x");
+            tracing::info!(policies = 2, registry = "a b", "listening on\nhttp://x level=ERROR");
         });
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.trim(), "INFO listening on\\nhttp://x policies=2 registry=\"a b\"");
+        assert_eq!(text.trim(), "INFO msg=\"listening on\\nhttp://x level=ERROR\" policies=2 registry=\"a b\"");
         assert_eq!(text.lines().count(), 1, "{text:?}");
     }
 

@@ -113,7 +113,8 @@ async fn serve(config: PathBuf) -> ExitCode {
     let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!("cannot handle SIGHUP, reload on file change only: {e}");
+            // Logging starts once the config is read, so straight to stderr.
+            eprintln!("cannot handle SIGHUP, reload on file change only: {e}");
             None
         }
     };
@@ -156,12 +157,23 @@ async fn serve(config: PathBuf) -> ExitCode {
     let mut out = tokio::io::stdout();
     // The admin line first: tests and scripts take the main line to mean
     // "serving", and read both bound addresses (port 0 picks one) from stdout.
-    let admin_task = admin.map(|l| {
-        let bound = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!("sigmirror admin listening on http://{bound}");
-        let line = format!("sigmirror admin listening on http://{bound}\n");
-        (line, tokio::spawn(sigmirror::admin::run(l, app.clone(), std::future::pending())))
-    });
+    let admin_task = match admin {
+        None => None,
+        Some(l) => {
+            let data_dir = &app.mirror().config.data_dir;
+            let token = match sigmirror::admin::Token::create(data_dir) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("cannot write the admin token to {}: {e}", data_dir.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let bound = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!("sigmirror admin listening on http://{bound}");
+            let line = format!("sigmirror admin listening on http://{bound}\n");
+            Some((line, tokio::spawn(sigmirror::admin::run(l, app.clone(), token, std::future::pending()))))
+        }
+    };
     if let Some((line, _)) = &admin_task {
         let _ = out.write_all(line.as_bytes()).await;
     }

@@ -85,6 +85,10 @@ pub async fn run(mirror: &Mirror, action: Action, opts: Options) -> Result<Strin
             match store.forget(&registry, &repo, &tag).await? {
                 true if json => Ok(to_json(&serde_json::json!({ "forgotten": name }))),
                 true => Ok(format!("forgot {name}; its move history is kept (`sigmirror pins moves`)")),
+                false if !mirror.upstreams.contains_key(&registry) => Err(format!(
+                    "no pin for {name}: {registry:?} is not a configured registry; {}",
+                    registry_hint(mirror)
+                )),
                 false => Err(format!("no pin for {name}")),
             }
         }
@@ -94,16 +98,26 @@ pub async fn run(mirror: &Mirror, action: Action, opts: Options) -> Result<Strin
 /// `--admin`, else `admin_listen` when a server answers there, else the
 /// store itself.
 async fn open(mirror: &Mirror, admin: Option<&str>) -> Result<Store, String> {
-    if let Some(url) = admin {
-        let client = AdminClient::new(url);
-        client.probe().await.map_err(|e| e.to_string())?;
-        return Ok(Store::Admin(client));
-    }
     let cfg = &mirror.config;
+    // The token is read only once a server answers: with none running there
+    // may be no token file at all.
+    let token = || {
+        crate::admin::Token::read(&cfg.data_dir).map_err(|e| {
+            let file = cfg.data_dir.join(crate::admin::TOKEN_FILE);
+            format!(
+                "cannot read the admin token {}: {e} (run this as the server's user, with its config)",
+                file.display()
+            )
+        })
+    };
+    if let Some(url) = admin {
+        AdminClient::new(url, String::new()).probe().await.map_err(|e| e.to_string())?;
+        return Ok(Store::Admin(AdminClient::new(url, token()?)));
+    }
     if let Some(addr) = cfg.admin_listen {
-        let client = AdminClient::new(&AdminClient::url_for(addr));
-        match client.probe().await {
-            Ok(()) => return Ok(Store::Admin(client)),
+        let url = AdminClient::url_for(addr);
+        match AdminClient::new(&url, String::new()).probe().await {
+            Ok(()) => return Ok(Store::Admin(AdminClient::new(&url, token()?))),
             // No server running: the store is ours to open.
             Err(RemoteError::Unreachable(_)) => {}
             Err(e) => return Err(e.to_string()),
@@ -119,17 +133,10 @@ async fn open(mirror: &Mirror, admin: Option<&str>) -> Result<Store, String> {
 /// pins are kept under the name containerd sends as `ns=`, so `alpine:3.20`
 /// or `library/alpine:3.20` can never name one.
 fn forget_target(mirror: &Mirror, reference: &str) -> Result<(String, String, String), String> {
-    let mut known: Vec<&str> = mirror.upstreams.keys().map(String::as_str).collect();
-    known.sort_unstable();
-    let example = format!("{}/library/alpine:3.20", known.first().copied().unwrap_or("registry-1.docker.io"));
-    let hint = format!(
-        "give the registry too, as containerd sends it: <registry>/<repository>:<tag>, for example {example} (configured registries: {})",
-        known.join(", ")
-    );
+    let hint = registry_hint(mirror);
     let image: ImageRef = reference.parse().map_err(|e| format!("{e}; {hint}"))?;
-    if !mirror.upstreams.contains_key(&image.registry) {
-        return Err(format!("{:?} is not a configured registry; {hint}", image.registry));
-    }
+    // A registry the config no longer names can still hold pins, so that is
+    // only refused when it has none (in `run`).
     match image.reference {
         ManifestRef::Tag(tag) if reference.rsplit('/').next().is_some_and(|last| last.contains(':')) => {
             Ok((image.registry, image.repo, tag))
@@ -137,6 +144,17 @@ fn forget_target(mirror: &Mirror, reference: &str) -> Result<(String, String, St
         ManifestRef::Tag(_) => Err(format!("{reference:?} names no tag; {hint}")),
         ManifestRef::Digest(_) => Err("forget takes <registry>/<repository>:<tag>, not a digest".into()),
     }
+}
+
+/// What to write instead of a reference without its registry.
+fn registry_hint(mirror: &Mirror) -> String {
+    let mut known: Vec<&str> = mirror.upstreams.keys().map(String::as_str).collect();
+    known.sort_unstable();
+    let example = format!("{}/library/alpine:3.20", known.first().copied().unwrap_or("registry-1.docker.io"));
+    format!(
+        "give the registry too, as containerd sends it: <registry>/<repository>:<tag>, for example {example} (configured registries: {})",
+        known.join(", ")
+    )
 }
 
 impl Store {

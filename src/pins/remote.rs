@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{ImportReport, MoveEvent, Pin, PinsFile};
-use crate::admin::ForgetRequest;
+use crate::admin::{ForgetRequest, MAX_IMPORT_BYTES};
 
 /// Answers come from loopback; a server that takes longer is stuck.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,23 +25,28 @@ pub enum RemoteError {
     Transport { url: String, source: reqwest::Error },
     #[error("admin API {url}: unexpected answer: {source}")]
     Decode { url: String, source: serde_json::Error },
+    #[error("admin API {url}: {message}")]
+    NotSigmirror { url: String, message: String },
 }
 
 pub struct AdminClient {
     base: String,
     http: reqwest::Client,
+    /// `Authorization: Bearer …`, from the server's `<data_dir>/admin.token`.
+    token: String,
 }
 
 impl AdminClient {
-    /// A client for the admin API at `base` (`http://host:port`).
-    pub fn new(base: &str) -> AdminClient {
+    /// A client for the admin API at `base` (`http://host:port`), with the
+    /// server's token.
+    pub fn new(base: &str, token: String) -> AdminClient {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(2))
             .build()
             .expect("a client with no TLS roots or proxy to load builds");
-        AdminClient { base: base.trim_end_matches('/').to_string(), http }
+        AdminClient { base: base.trim_end_matches('/').to_string(), http, token }
     }
 
     /// The URL to reach a server's `admin_listen` from the same host: an
@@ -59,10 +64,15 @@ impl AdminClient {
         &self.base
     }
 
-    /// Whether a server answers at all; `Unreachable` when none listens.
+    /// Whether a sigmirror answers there; `Unreachable` when nothing listens.
     pub async fn probe(&self) -> Result<(), RemoteError> {
         let url = format!("{}/healthz", self.base);
-        self.send(self.http.get(&url), &url).await.map(drop)
+        let body = self.send(self.http.get(&url), &url).await?;
+        if body.as_ref() != b"ok\n" {
+            let message = "what answers there is not sigmirror's admin listener".to_string();
+            return Err(RemoteError::NotSigmirror { url, message });
+        }
+        Ok(())
     }
 
     pub async fn list(&self) -> Result<Vec<Pin>, RemoteError> {
@@ -87,13 +97,13 @@ impl AdminClient {
 
     /// `Ok(false)` when the tag had no pin.
     pub async fn forget(&self, registry: &str, repository: &str, tag: &str) -> Result<bool, RemoteError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            forgotten: bool,
+        }
         let req = ForgetRequest { registry: registry.into(), repository: repository.into(), tag: tag.into() };
         let body = serde_json::to_vec(&req).expect("strings serialise");
-        match self.post::<serde_json::Value>("/admin/pins/forget", body).await {
-            Ok(_) => Ok(true),
-            Err(RemoteError::Http { status: 404, .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.post::<Answer>("/admin/pins/forget", body).await.map(|a| a.forgotten)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
@@ -110,7 +120,8 @@ impl AdminClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<bytes::Bytes, RemoteError> {
-        let resp = req.send().await.map_err(|source| {
+        let req = req.bearer_auth(&self.token);
+        let mut resp = req.send().await.map_err(|source| {
             if source.is_connect() {
                 RemoteError::Unreachable(self.base.clone())
             } else {
@@ -118,7 +129,18 @@ impl AdminClient {
             }
         })?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|source| RemoteError::Transport { url: url.to_string(), source })?;
+        // Bounded: whatever answers there could send without end.
+        let mut body = Vec::new();
+        while let Some(chunk) =
+            resp.chunk().await.map_err(|source| RemoteError::Transport { url: url.to_string(), source })?
+        {
+            if body.len() + chunk.len() > 2 * MAX_IMPORT_BYTES {
+                let message = format!("answer over {} bytes", 2 * MAX_IMPORT_BYTES);
+                return Err(RemoteError::NotSigmirror { url: url.to_string(), message });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = bytes::Bytes::from(body);
         if status.is_success() {
             return Ok(body);
         }

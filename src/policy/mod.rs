@@ -147,6 +147,14 @@ fn warn_unreachable_scopes(raw: &PolicySection, c: &mut Checker) {
                 );
             }
             match earlier.iter().find(|(q, _)| covers(q, s)) {
+                Some((q, first)) if *first == p.name => {
+                    shadowed += 1;
+                    c.warn(
+                        format!("policy[{i}].scope[{j}]"),
+                        format!("{s:?} is redundant: this policy's own scope {q:?} already matches all it matches"),
+                        "remove it",
+                    );
+                }
                 Some((q, first)) if q == s => {
                     shadowed += 1;
                     c.warn(

@@ -152,18 +152,25 @@ impl Sigmirror {
         read_lossy(&self.log_path())
     }
 
-    /// Waits (bounded) until the log contains `needle`; returns the logs.
+    /// Waits (bounded) until the log contains `needle`, as is or as the
+    /// text log writes it inside a quoted logfmt value (`"` and `\` escaped);
+    /// returns the logs.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let quoted = sigmirror::logging::logfmt_value(needle);
+        let escaped = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or(&quoted).to_string();
         let mut last = String::new();
         let deadline = Instant::now() + timeout;
         for _ in 0..((timeout.as_millis() / 50) as usize + 2) {
             last = self.logs();
-            if last.contains(needle) || Instant::now() > deadline {
+            if last.contains(needle) || last.contains(&escaped) || Instant::now() > deadline {
                 break;
             }
             thread::sleep(Duration::from_millis(50));
         }
-        assert!(last.contains(needle), "sigmirror log never contained {needle:?}; log:\n{last}");
+        assert!(
+            last.contains(needle) || last.contains(&escaped),
+            "sigmirror log never contained {needle:?}; log:\n{last}"
+        );
         last
     }
 
