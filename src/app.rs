@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::allowed_blobs::AllowedBlobs;
 use crate::blobstore::BlobStore;
 use crate::health::Health;
 use crate::mirror::Mirror;
@@ -48,7 +49,10 @@ impl App {
     }
 
     /// Makes `mirror` the one new requests see; requests running keep theirs.
-    pub fn replace(&self, mirror: Mirror) {
+    /// The allowed blobs carry over: their keys hold the policy fingerprint,
+    /// so only policies the reload left unchanged still match them.
+    pub fn replace(&self, mut mirror: Mirror) {
+        mirror.blobs = self.mirror.load().blobs.clone();
         self.mirror.store(Arc::new(mirror));
     }
 
@@ -56,9 +60,12 @@ impl App {
     /// store opened, `pins_file` applied, and the recorded tag moves loaded.
     /// Fails closed: without the moves a moved tag would be served. The `Err`
     /// is the message to print.
-    pub async fn start(mirror: Mirror) -> Result<App, String> {
+    pub async fn start(mut mirror: Mirror) -> Result<App, String> {
+        data_dir_writable(&mirror.config.data_dir)?;
+        let journal = mirror.config.data_dir.join("allowed-blobs.journal");
+        let allowed = AllowedBlobs::open(&journal).map_err(|e| format!("cannot open {}: {e}", journal.display()))?;
+        mirror.blobs = Arc::new(allowed);
         let cfg = &mirror.config;
-        data_dir_writable(&cfg.data_dir)?;
         let store = PinStore::open(&cfg.data_dir, cfg.pin_store.as_deref(), cfg.pin_store_password.as_deref())
             .await
             .map_err(|e| format!("cannot open the pin store: {e}"))?;

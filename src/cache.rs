@@ -300,63 +300,6 @@ impl VerifiedChildren {
     }
 }
 
-/// Blobs a client may fetch: `(registry, repo, blob digest, policy
-/// fingerprint)`, recorded from every manifest an enforcing policy allowed
-/// (its config and layers; an index's through its children, when they are
-/// allowed in turn). A blob has no signature of its own, so without this a
-/// client that knows a digest would get around verification by never asking
-/// for the manifest. The repository is in the key for the same reason as in
-/// `ManifestKey`, and the policy fingerprint so that blobs of an image
-/// verified under old trust material are never served under new material.
-///
-/// Entries expire an hour after their last use (a pull fetches its blobs
-/// right after its manifests) and at most `MAX_ALLOWED_BLOBS` are kept; a
-/// blob whose entry is gone is refused until its manifest is fetched again.
-pub struct AllowedBlobs {
-    inner: moka::sync::Cache<VerdictKey, ()>,
-    /// Manifests whose blobs were recorded in the last few minutes, so a
-    /// manifest served on every request (a vouched platform manifest) is not
-    /// parsed again each time. Its entries live shorter than the blobs', so
-    /// a blob entry never outlives the chance to be recorded again.
-    recorded: moka::sync::Cache<VerdictKey, ()>,
-}
-
-/// About 30 MiB at the most, for the keys' strings.
-pub const MAX_ALLOWED_BLOBS: u64 = 100_000;
-
-impl Default for AllowedBlobs {
-    fn default() -> AllowedBlobs {
-        AllowedBlobs {
-            inner: moka::sync::Cache::builder()
-                .max_capacity(MAX_ALLOWED_BLOBS)
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
-            recorded: moka::sync::Cache::builder()
-                .max_capacity(MAX_ALLOWED_BLOBS)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
-        }
-    }
-}
-
-impl AllowedBlobs {
-    /// Records the blobs of the manifest `allowed` names; `blobs` is only
-    /// called when they were not recorded in the last few minutes.
-    pub fn record(&self, allowed: &VerdictKey, blobs: impl FnOnce() -> Vec<Digest>) {
-        if self.recorded.contains_key(allowed) {
-            return;
-        }
-        for blob in blobs() {
-            self.inner.insert(VerdictKey { digest: blob, ..allowed.clone() }, ());
-        }
-        self.recorded.insert(allowed.clone(), ());
-    }
-
-    pub fn contains(&self, key: &VerdictKey) -> bool {
-        self.inner.get(key).is_some()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,17 +447,5 @@ mod tests {
         no_stale.record(tag("v", "a"), Digest::of(b"a"), now);
         assert!(no_stale.fresh(&tag("v", "a"), now).is_some());
         assert_eq!(no_stale.stale(&tag("v", "a"), now), None);
-    }
-
-    #[test]
-    fn allowed_blobs_are_per_repository_and_policy_fingerprint() {
-        let blobs = AllowedBlobs::default();
-        let manifest = key(1);
-        let layer = Digest::of(b"layer");
-        blobs.record(&manifest, || vec![layer.clone()]);
-        assert!(blobs.contains(&VerdictKey { digest: layer.clone(), ..manifest.clone() }));
-        assert!(!blobs.contains(&VerdictKey { digest: Digest::of(b"other"), ..manifest.clone() }));
-        assert!(!blobs.contains(&VerdictKey { digest: layer.clone(), repo: "y".into(), ..manifest.clone() }));
-        assert!(!blobs.contains(&VerdictKey { digest: layer, policy_fingerprint: [9; 32], ..manifest }));
     }
 }

@@ -23,6 +23,13 @@ use crate::config_text::Source;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: String,
+    /// A second, plain-HTTP listener for operators: metrics, health and the
+    /// admin API the `pins` CLI uses while the server runs (`admin`).
+    pub admin_listen: Option<String>,
+    /// The process log on stderr: `text` (default) or `json`. Read at
+    /// start; a reload does not change it.
+    #[serde(default)]
+    pub log_format: LogFormat,
     pub data_dir: PathBuf,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -54,6 +61,14 @@ pub struct RawConfig {
     /// After SIGTERM, how long requests in flight may take to finish.
     #[serde(default = "default_drain")]
     pub drain_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 fn default_pin_revalidate() -> u64 {
@@ -549,6 +564,9 @@ pub struct Upstream {
 pub struct Config {
     pub file: PathBuf,
     pub listen: SocketAddr,
+    /// `admin_listen`.
+    pub admin_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
     pub data_dir: PathBuf,
     pub tls: Option<(TrustFile, TrustFile)>,
     /// `client_ca`, read and checked to hold CA certificates.
@@ -729,6 +747,7 @@ impl Config {
                 "127.0.0.1:0".parse().expect("literal")
             }
         };
+        let admin_listen = validate_admin_listen(raw.admin_listen.as_deref(), listen, &mut c);
         let tls = match (&raw.tls_cert, &raw.tls_key) {
             (Some(cert), Some(key)) => {
                 let cert = c.read("tls_cert", cert);
@@ -752,6 +771,8 @@ impl Config {
         let config = Config {
             file: c.file.clone(),
             listen,
+            admin_listen,
+            log_format: raw.log_format,
             data_dir,
             tls,
             client_ca,
@@ -959,6 +980,24 @@ pub fn redact_userinfo(url: &str) -> String {
         Some(at) => format!("{scheme}://…{}", &rest[at..]),
         None => url.to_string(),
     }
+}
+
+/// `admin_listen`: an address, and not the main listener's.
+fn validate_admin_listen(raw: Option<&str>, listen: SocketAddr, c: &mut Checker) -> Option<SocketAddr> {
+    let addr = match raw?.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let fix =
+                "write host:port, for example \"127.0.0.1:9090\" (or \"0.0.0.0:9090\" for a Prometheus in another pod)";
+            c.problem("admin_listen", format!("{:?} is not an address", raw.unwrap_or_default()), fix);
+            return None;
+        }
+    };
+    if addr == listen && addr.port() != 0 {
+        c.problem("admin_listen", format!("{addr} is the main listener's address too"), "give it a port of its own");
+        return None;
+    }
+    Some(addr)
 }
 
 /// `client_ca`, read. It only means something on a TLS listener.

@@ -44,7 +44,8 @@
 //! is read. Each limit hit is counted (`limits::count_hit`).
 //!
 //! Blobs skip 4–6: `server::blob_guard` serves only blobs of manifests the
-//! policy allowed (`cache::AllowedBlobs`, filled by `decide`), and
+//! policy allowed (`allowed_blobs::AllowedBlobs`, filled by `decide`, kept across
+//! reloads and, through its journal, restarts), and
 //! `blob::serve` streams and hashes them, aborting on a mismatch. Tag lists and referrers (`listing`) are
 //! parsed, checked and re-serialised, never relayed.
 //!
@@ -59,8 +60,13 @@
 //! mirror (with empty caches) only when everything validates; requests in
 //! flight keep the mirror they started with. `/healthz` and `/readyz`
 //! (`health`) report liveness, readiness and a stale config; on SIGTERM
-//! `run` stops accepting and drains for `drain_secs`.
+//! `run` stops accepting and drains for `drain_secs`. `admin::run` serves
+//! the optional `admin_listen`: metrics, health, and the pin store of the
+//! running process for the `pins` CLI (`pins::cli`, `pins::remote`).
+//! `logging` formats the process log (`log_format`).
 
+pub mod admin;
+pub mod allowed_blobs;
 pub mod app;
 pub mod audit;
 pub mod blob;
@@ -75,6 +81,7 @@ pub mod health;
 pub mod integrity;
 pub mod limits;
 pub mod listing;
+pub mod logging;
 pub mod metrics;
 pub mod mirror;
 pub mod oci;
@@ -179,6 +186,20 @@ pub fn load_watching(path: &std::path::Path) -> (Result<Mirror, Problems>, Vec<s
     (mirror.map(|m| Mirror { tls, warnings, ..m }), watched)
 }
 
+/// The next connection. Accept errors (out of file descriptors and the
+/// like) are logged and retried after a pause: the listener keeps serving.
+pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(a) => return a,
+            Err(e) => {
+                tracing::warn!("accept on {:?} failed: {e}", listener.local_addr().ok());
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves until `shutdown` completes, then drains: stops accepting, turns
 /// `/readyz` not-ready, and gives requests in flight `drain_secs` to finish.
 /// Each connection is served under `[limits]` (`connection`); the
@@ -189,15 +210,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener) => accepted,
             _ = &mut shutdown => break,
         };
         let admission = gate.admit();

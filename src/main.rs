@@ -9,9 +9,10 @@ use clap::{Parser, Subcommand};
 use tokio::io::AsyncWriteExt;
 
 use sigmirror::app::App;
+use sigmirror::config::LogFormat;
 use sigmirror::mirror::{Mirror, Pull};
 use sigmirror::oci::ImageRef;
-use sigmirror::pins::{PinStore, PinsFile};
+use sigmirror::pins::cli::{Action, Options};
 
 #[derive(Parser)]
 #[command(name = "sigmirror", version, about = "A fail-closed, signature-verifying pull-through OCI mirror")]
@@ -32,11 +33,18 @@ enum Command {
         #[arg(long, default_value = "config/sigmirror.toml")]
         config: PathBuf,
     },
-    /// Inspect and manage immutable-tag pins (stop the server first when the
-    /// embedded store is used: it is locked by one process at a time).
+    /// Inspect and manage immutable-tag pins. With `admin_listen` set, this
+    /// goes through the running server; with no server, to the store itself.
     Pins {
         #[arg(long, default_value = "config/sigmirror.toml")]
         config: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        /// The running server's admin API (`http://127.0.0.1:9090`), when
+        /// `admin_listen` in the config does not say where it is.
+        #[arg(long)]
+        admin: Option<String>,
         #[command(subcommand)]
         action: PinsAction,
     },
@@ -61,19 +69,20 @@ enum PinsAction {
         #[arg(long)]
         moved: bool,
     },
+    /// Every recorded move of a pinned tag, oldest first, forgotten pins' too.
+    Moves,
     /// Forget one pin, for a deliberate re-release: `<registry>/<repo>:<tag>`.
-    Forget { reference: ImageRef },
+    /// Its move history is kept.
+    Forget { reference: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SIGMIRROR_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal: log files and collectors
-        // would otherwise get escape codes inside every field.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `serve` logs in its config's `log_format`, so it starts logging once
+    // the config is read; the other commands print, and log little.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        sigmirror::logging::init(LogFormat::Text);
+    }
     let rt = match sigmirror::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -86,7 +95,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(config).await,
             Command::CheckConfig { config } => check_config(config).await,
             Command::Verify { config, image } => verify(config, image).await,
-            Command::Pins { config, action } => pins(config, action).await,
+            Command::Pins { config, json, admin, action } => pins(config, action, Options { json, admin }).await,
         }
     })
 }
@@ -104,7 +113,8 @@ async fn serve(config: PathBuf) -> ExitCode {
     let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!("cannot handle SIGHUP, reload on file change only: {e}");
+            // Logging starts once the config is read, so straight to stderr.
+            eprintln!("cannot handle SIGHUP, reload on file change only: {e}");
             None
         }
     };
@@ -112,7 +122,9 @@ async fn serve(config: PathBuf) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    sigmirror::logging::init(state.config.log_format);
     let addr = state.config.listen;
+    let admin_addr = state.config.admin_listen;
     let scheme = if state.config.tls.is_some() { "https" } else { "http" };
     let (policies, upstreams) = (state.policies.policies.len(), state.upstreams.len());
     state.log_warnings();
@@ -125,6 +137,16 @@ async fn serve(config: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let admin = match admin_addr {
+        None => None,
+        Some(a) => match tokio::net::TcpListener::bind(a).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("cannot listen on admin_listen {a}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -132,15 +154,41 @@ async fn serve(config: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut out = tokio::io::stdout();
+    // The admin line first: tests and scripts take the main line to mean
+    // "serving", and read both bound addresses (port 0 picks one) from stdout.
+    let admin_task = match admin {
+        None => None,
+        Some(l) => {
+            let data_dir = &app.mirror().config.data_dir;
+            let token = match sigmirror::admin::Token::create(data_dir) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("cannot write the admin token to {}: {e}", data_dir.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let bound = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!("sigmirror admin listening on http://{bound}");
+            let line = format!("sigmirror admin listening on http://{bound}\n");
+            Some((line, tokio::spawn(sigmirror::admin::run(l, app.clone(), token, std::future::pending()))))
+        }
+    };
+    if let Some((line, _)) = &admin_task {
+        let _ = out.write_all(line.as_bytes()).await;
+    }
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(policies, upstreams, "sigmirror listening on {scheme}://{bound}");
-    // Tests and scripts read the bound address (port 0 picks one) from stdout.
-    let mut out = tokio::io::stdout();
     let _ = out.write_all(format!("sigmirror listening on {scheme}://{bound}\n").as_bytes()).await;
     let _ = out.flush().await;
     let watcher = tokio::spawn(sigmirror::reload::watch(app.clone(), config, hup));
+    // The admin listener stays up through the drain, so `/readyz` there
+    // says 503 while requests finish on the main one.
     let result = sigmirror::run(listener, app, shutdown_signal()).await;
     watcher.abort();
+    if let Some((_, task)) = admin_task {
+        task.abort();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -235,62 +283,19 @@ async fn verify(config: PathBuf, image: ImageRef) -> ExitCode {
     }
 }
 
-async fn pins(config: PathBuf, action: PinsAction) -> ExitCode {
+async fn pins(config: PathBuf, action: PinsAction, options: Options) -> ExitCode {
     let state = match load(&config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let store = match PinStore::open(
-        &state.config.data_dir,
-        state.config.pin_store.as_deref(),
-        state.config.pin_store_password.as_deref(),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot open the pin store: {e}");
-            return ExitCode::from(2);
-        }
+    let action = match action {
+        PinsAction::Export => Action::Export,
+        PinsAction::Import { file } => Action::Import { file },
+        PinsAction::List { moved } => Action::List { moved },
+        PinsAction::Moves => Action::Moves,
+        PinsAction::Forget { reference } => Action::Forget { reference },
     };
-    let result: Result<String, String> = match action {
-        PinsAction::Export => store.export().await.map(|f| f.to_json()).map_err(|e| e.to_string()),
-        PinsAction::Import { file } => match std::fs::read(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| PinsFile::from_json(&b).map_err(|e| e.to_string()))
-        {
-            Ok(f) => store
-                .import(&f)
-                .await
-                .map(|r| serde_json::to_string_pretty(&r).unwrap_or_default())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("{}: {e}", file.display())),
-        },
-        PinsAction::List { moved: false } => {
-            store.list().await.map(|p| serde_json::to_string_pretty(&p).unwrap_or_default()).map_err(|e| e.to_string())
-        }
-        PinsAction::List { moved: true } => store
-            .list_moved()
-            .await
-            .map(|m| {
-                let rows: Vec<_> =
-                    m.into_iter().map(|(pin, moves)| serde_json::json!({ "pin": pin, "moves": moves })).collect();
-                serde_json::to_string_pretty(&rows).unwrap_or_default()
-            })
-            .map_err(|e| e.to_string()),
-        PinsAction::Forget { reference } => {
-            let sigmirror::oci::ManifestRef::Tag(tag) = &reference.reference else {
-                eprintln!("forget takes <registry>/<repo>:<tag>, not a digest");
-                return ExitCode::from(2);
-            };
-            match store.forget(&reference.registry, &reference.repo, tag).await {
-                Ok(true) => Ok(format!("forgot {}/{}:{tag}", reference.registry, reference.repo)),
-                Ok(false) => Err(format!("no pin for {}/{}:{tag}", reference.registry, reference.repo)),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    };
-    match result {
+    match sigmirror::pins::cli::run(&state, action, options).await {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS

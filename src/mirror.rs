@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::allowed_blobs::AllowedBlobs;
 use crate::audit::{self, refuse, AuditLog};
 use crate::cache::{
-    AllowedBlobs, ManifestCache, ManifestKey, Recalled, TagCache, TagKey, VerdictCache, VerdictKey, VerifiedChildren,
+    ManifestCache, ManifestKey, Recalled, TagCache, TagKey, VerdictCache, VerdictKey, VerifiedChildren,
 };
 use crate::config::{Config, Mode};
 use crate::error::{Error, Resource};
@@ -50,7 +51,8 @@ pub struct Mirror {
     pub manifests: ManifestCache,
     pub tags: TagCache,
     pub children: VerifiedChildren,
-    pub blobs: AllowedBlobs,
+    /// Shared with the mirrors before and after a reload (`App::replace`).
+    pub blobs: Arc<AllowedBlobs>,
     /// Where this config's decisions are written (`[audit] path`).
     pub audit: Arc<AuditLog>,
     /// The listener's TLS, from `tls_cert` and `tls_key` (set by `lib::load`).
@@ -76,7 +78,7 @@ impl Mirror {
             manifests: ManifestCache::new(config.manifest_cache_bytes),
             tags: TagCache::new(config.tag_ttl, config.stale_if_error),
             children: VerifiedChildren::new(config.allow_ttl),
-            blobs: AllowedBlobs::default(),
+            blobs: Arc::new(AllowedBlobs::default()),
             audit: Arc::new(AuditLog::new(config.audit_log.clone())),
             config,
             policies,
@@ -261,7 +263,7 @@ impl Mirror {
     }
 
     /// Whether `digest` is a blob of a manifest `policy` allowed in this
-    /// registry and repository (see `cache::AllowedBlobs`).
+    /// registry and repository (see `allowed_blobs`).
     pub fn blob_allowed(&self, registry: &str, repo: &str, policy: &Policy, digest: &Digest) -> bool {
         self.blobs.contains(&VerdictKey {
             registry: registry.into(),

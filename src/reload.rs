@@ -150,6 +150,10 @@ fn stale_reason(problems: &Problems) -> String {
 fn warn_restart_only(old: &crate::config::Config, new: &crate::config::Config) {
     let changed = [
         ("listen", old.listen != new.listen),
+        // The connection gate is sized when the listener starts.
+        ("limits.max_connections", old.limits.max_connections != new.limits.max_connections),
+        ("admin_listen", old.admin_listen != new.admin_listen),
+        ("log_format", old.log_format != new.log_format),
         ("data_dir", old.data_dir != new.data_dir),
         ("pin_store", old.pin_store != new.pin_store),
         ("pin_revalidate_secs", old.pin_revalidate != new.pin_revalidate),

@@ -155,8 +155,9 @@ fn plain_http_needs_its_dangerous_name_and_warns_off_loopback() {
 fn legal_mistakes_are_warned_about_a_typo_registry_a_shadowed_policy_and_an_enforcer_without_authority() {
     let dir = tempfile::TempDir::new().unwrap();
     let toml = format!(
-        "{BASE}[[policy]]\nname = \"first\"\nscope = [\"ghrc.io/**\", \"r.test/a/**\"]\nmode = \"audit\"\n\n\
-         [[policy]]\nname = \"copy\"\nscope = [\"r.test/a/**\"]\n"
+        "{BASE}[[policy]]\nname = \"first\"\nscope = [\"ghrc.io/**\", \"r.test/a/**\", \"r.test/a/?x\"]\nmode = \"audit\"\n\n\
+         [[policy]]\nname = \"copy\"\nscope = [\"r.test/a/**\"]\n\n\
+         [[policy]]\nname = \"narrower\"\nscope = [\"r.test/a/*\"]\nmode = \"audit\"\n"
     );
     let (code, out) = check(dir.path(), &toml);
     assert_eq!(code, Some(0), "{out}");
@@ -167,9 +168,13 @@ fn legal_mistakes_are_warned_about_a_typo_registry_a_shadowed_policy_and_an_enfo
             "in policy \"copy\": policy[1].scope[0]: \"r.test/a/**\" is also a scope of policy \"first\"",
             "in policy \"copy\": policy[1]: is fully shadowed",
             "in policy \"copy\": policy[1]: enforces but lists no authority",
+            "in policy \"narrower\": policy[2].scope[0]: \"r.test/a/*\" only matches what \"r.test/a/**\" of policy \"first\", listed earlier, matches too",
+            "in policy \"narrower\": policy[2]: is fully shadowed",
+            "in policy \"first\": policy[0].scope[2]: \"r.test/a/?x\" is redundant: this policy's own scope \"r.test/a/**\"",
         ],
     );
-    assert!(out.contains("4 warning(s)"), "{out}");
+    assert!(out.contains("7 warning(s)"), "{out}");
+    assert!(!out.contains("in policy \"first\": policy[0]: is fully shadowed"), "{out}");
 }
 
 #[test]

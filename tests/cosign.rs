@@ -317,7 +317,7 @@ fn containerd_pulls_cosign_signed_images_and_not_unsigned_or_wrongly_signed_ones
         }
         let logs = m.logs();
         assert!(
-            logs.lines().any(|l| l.contains("decision=\"deny\"") && l.contains(reason)),
+            logs.lines().any(|l| l.contains("decision=deny ") && l.contains(reason)),
             "{tag}: no deny line with {reason:?}:\n{logs}"
         );
     }
@@ -363,6 +363,52 @@ fn a_blob_is_served_only_after_a_manifest_the_policy_allowed_references_it() {
     assert_eq!(blob(&m, REPO, &unsigned.layer_digests[0]).status, 403);
     // containerd's retry of a refused manifest digest under /blobs/ is refused too.
     assert_eq!(blob(&m, REPO, &unsigned.digest).status, 403);
+}
+
+/// Waits (bounded) until the mirror has applied `n` reloads.
+fn wait_reloads(m: &Sigmirror, n: u64) {
+    wait_for("the reload", Duration::from_secs(20), Duration::from_millis(50), || {
+        (m.metric("sigmirror_config_reloads_total{result=\"ok\"}") >= n).then_some(())
+    });
+}
+
+#[test]
+fn the_blobs_a_verified_manifest_opened_stay_open_across_a_restart_and_a_reload_that_keeps_the_policy() {
+    let registry = Registry::start();
+    let signed = push_image(&registry.host, REPO, "v1", "blob-gate-restart");
+    let key = CosignKey::generate();
+    sign_and_push(&registry.host, REPO, &signed.digest, &key, "registry.test/team-a/app");
+    let mut m = mirror_trusting(&registry, &key, "");
+    let layer = &signed.layer_digests[0];
+    assert_eq!(manifest(&m, "GET", REPO, "v1").status, 200);
+    assert_eq!(blob(&m, REPO, layer).status, 200);
+
+    // A node resuming its layer download after sigmirror restarted: no
+    // manifest fetch in between (the journal kept the entry).
+    m.restart();
+    let r = blob(&m, REPO, layer);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, signed.layers[0]);
+
+    // A reload that leaves the policy as it was keeps the blob open...
+    let path = m.config_path().to_path_buf();
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, format!("{text}\n# touched by the test\n")).unwrap();
+    wait_reloads(&m, 1);
+    assert_eq!(blob(&m, REPO, &signed.config_digest).status, 200);
+
+    // ...one that changes its trust material closes it, until the manifest
+    // is verified again under the new material.
+    let other = CosignKey::generate();
+    fs::write(m.dir.path().join("other.pub"), other.public_pem()).unwrap();
+    let text = fs::read_to_string(&path).unwrap().replace("[\"release.pub\"]", "[\"release.pub\", \"other.pub\"]");
+    fs::write(&path, text).unwrap();
+    wait_reloads(&m, 2);
+    let r = blob(&m, REPO, layer);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.oci_error_message().unwrap().contains("(fetch the image's manifest first)"), "{}", r.text());
+    assert_eq!(manifest(&m, "GET", REPO, "v1").status, 200);
+    assert_eq!(blob(&m, REPO, layer).status, 200);
 }
 
 #[test]

@@ -318,6 +318,88 @@ fn the_container_image_serves_its_own_config_and_agrees_with_the_dockerfile() {
     assert!(body.contains("\"DENIED\"") && body.contains("mount-a-config-first"), "{body}");
 }
 
+/// The archive `deploy/build-image` wrote, unpacked: its image config.
+fn image_config(archive: &Path) -> Value {
+    let out = tempfile::TempDir::new().unwrap();
+    let untar = run(Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(out.path()));
+    assert!(untar.ok, "{}", untar.both());
+    let blob =
+        |digest: &str| fs::read(out.path().join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap();
+    let index: Value = serde_json::from_slice(&fs::read(out.path().join("index.json")).unwrap()).unwrap();
+    let manifest: Value = serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let bytes = blob(layer["digest"].as_str().unwrap());
+        assert_eq!(bytes.len() as u64, layer["size"].as_u64().unwrap(), "layer size");
+    }
+    serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()
+}
+
+#[test]
+fn the_image_builds_without_a_daemon_and_runs_in_the_real_containerd_as_non_root() {
+    // Built from the binary under test, as CI cannot pull the Dockerfile's
+    // base images.
+    let work = tempfile::TempDir::new().unwrap();
+    let archive = work.path().join("sigmirror-image.tar");
+    let name = "docker.io/library/sigmirror:test";
+    let built = run(Command::new("python3")
+        .arg(repo().join("deploy/build-image"))
+        .args(["--binary", env!("CARGO_BIN_EXE_sigmirror"), "--name", name, "--output"])
+        .arg(&archive));
+    assert!(built.ok, "{}", built.both());
+
+    // Its config says what the Dockerfile's final stage says.
+    let stage = final_stage(&read("deploy/Dockerfile"));
+    let config = image_config(&archive);
+    let c = &config["config"];
+    assert_eq!(c["User"], instruction(&stage, "USER"));
+    assert_eq!(c["Entrypoint"], serde_json::json!(json_list(instruction(&stage, "ENTRYPOINT"))));
+    assert_eq!(c["Cmd"], serde_json::json!(json_list(instruction(&stage, "CMD"))));
+    let port = instruction(&stage, "EXPOSE");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({ format!("{port}/tcp"): {} }));
+    let volume = json_list(instruction(&stage, "VOLUME"));
+    assert_eq!(c["Volumes"], serde_json::json!({ volume[0].clone(): {} }));
+
+    // Run with its own default command, on the host's network so the test
+    // can reach it (the image's config listens on 0.0.0.0:5050).
+    assert!(
+        std::net::TcpListener::bind(format!("127.0.0.1:{port}")).is_ok(),
+        "port {port} is taken on this machine; the image's default config listens there"
+    );
+    let containerd = Containerd::start();
+    containerd.ctr(&["images", "import", archive.to_str().unwrap()], Duration::from_secs(60)).unwrap();
+    let id = "sigmirror-image-test";
+    // Whatever happens, the container does not outlive the test (its shim
+    // would keep it, and port 5050, past containerd's own end).
+    struct Stop<'a>(&'a Containerd, &'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.ctr(&["task", "kill", "--signal", "KILL", self.1], Duration::from_secs(10));
+        }
+    }
+    let running = std::thread::scope(|scope| {
+        let _stop = Stop(&containerd, id);
+        let task = scope.spawn(|| {
+            containerd.ctr(&["run", "--rm", "--net-host", "--snapshotter", "native", name, id], Duration::from_secs(90))
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        let ready = wait_for("the container to serve", Duration::from_secs(30), Duration::from_millis(100), || {
+            try_http("GET", &format!("{base}/readyz"), &[]).ok().filter(|r| r.status == 200)
+        });
+        // It opened its pin store in the image's data directory, as uid 65532.
+        assert_eq!(ready.json()["pin_store"], format!("embedded ({}/pins.redb)", volume[0]), "{}", ready.text());
+        assert_eq!(http("GET", &format!("{base}/v2/"), &[]).status, 200);
+        let tasks = containerd.ctr(&["task", "ls"], Duration::from_secs(10)).unwrap();
+        let pid = tasks.lines().find(|l| l.starts_with(id)).and_then(|l| l.split_whitespace().nth(1)).unwrap();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert_eq!(uid.split_whitespace().collect::<Vec<_>>(), ["Uid:", "65532", "65532", "65532", "65532"]);
+        containerd.ctr(&["task", "kill", "--signal", "TERM", id], Duration::from_secs(10)).unwrap();
+        task.join().unwrap()
+    });
+    let out = running.unwrap_or_else(|e| panic!("{e}\n{}", containerd.logs()));
+    assert!(out.contains(&format!("sigmirror listening on http://0.0.0.0:{port}")), "{out}");
+}
+
 // ---------------------------------------------------------------- Kubernetes
 
 /// Every manifest file (kustomizations are kustomize's input, not the API's).
@@ -390,14 +472,18 @@ fn the_deployment_is_highly_available_and_meets_the_restricted_pod_security_stan
     let listen = config["listen"].as_str().unwrap();
     assert_eq!(listen, format!("0.0.0.0:{}", port["containerPort"]));
 
-    // Probes: ready when it can serve, alive while it answers; over TLS
-    // since the config has a certificate.
+    // Probes: ready when it can serve, alive while it answers; on the admin
+    // listener, plain HTTP, since the kubelet has no client certificate for
+    // the TLS one.
     assert!(config.contains_key("tls_cert"));
-    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+    let admin = &container["ports"][1];
+    assert_eq!(admin["name"], "admin");
+    assert_eq!(config["admin_listen"].as_str().unwrap(), format!("0.0.0.0:{}", admin["containerPort"]));
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", "/healthz")] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
-        assert_eq!(get["port"], port["name"], "{probe}");
-        assert_eq!(get["scheme"], "HTTPS", "{probe}");
+        assert_eq!(get["port"], "admin", "{probe}");
+        assert_eq!(get["scheme"], "HTTP", "{probe}");
     }
 
     // Requests and limits.

@@ -62,7 +62,9 @@ fn sigterm_drains_a_slow_request_refuses_new_connections_and_exits_zero() {
             }),
         },
     );
-    let mut m = Sigmirror::start(&audit_config(&mock.url(), "drain_secs = 20"));
+    let mut m = Sigmirror::start(&audit_config(&mock.url(), "drain_secs = 20\nadmin_listen = \"127.0.0.1:0\""));
+    let admin = m.admin_addr.clone().expect("the admin listening line");
+    assert_eq!(http("GET", &format!("http://{admin}/readyz"), &[]).status, 200);
     let url = format!("{}/v2/team-a/app/manifests/v1?ns=registry.test", m.url());
     let slow =
         thread::spawn(move || try_http_timeout("GET", &url, &[("Accept", OCI_MANIFEST)], &[], Duration::from_secs(30)));
@@ -78,6 +80,10 @@ fn sigterm_drains_a_slow_request_refuses_new_connections_and_exits_zero() {
         TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_err().then_some(())
     });
     assert!(started.elapsed() < Duration::from_secs(3), "the listener closed only after the slow request");
+    // Not ready while draining: the admin listener, still up, says why.
+    let ready = http("GET", &format!("http://{admin}/readyz"), &[]);
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!((ready.json()["ready"].clone(), ready.json()["draining"].clone()), (false.into(), true.into()));
 
     let r = slow.join().unwrap().expect("the in-flight request got an answer");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -134,4 +140,31 @@ fn serve_and_check_config_refuse_a_data_dir_that_cannot_be_written() {
     let path = dir.path().join("not-a-dir").display().to_string();
     let err = Sigmirror::try_start(&config.replace("not-a-dir", &path)).err().expect("serve must not start");
     assert!(err.contains("before listening") && err.contains("is not writable"), "{err}");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line_and_a_bad_value_is_a_located_problem() {
+    let mock = MockUpstream::start();
+    let m = Sigmirror::start(&audit_config(&mock.url(), "log_format = \"json\""));
+    let logs = m.wait_for_log("sigmirror listening on", Duration::from_secs(5));
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect();
+    let listening = lines
+        .iter()
+        .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("sigmirror listening on http://")))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["policies"], 1, "fields flattened beside the message: {listening}");
+    assert!(listening["timestamp"].as_str().is_some_and(|t| t.starts_with("20")), "{listening}");
+
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::write(dir.path().join("sigmirror.toml"), audit_config(&mock.url(), "log_format = \"yaml\"")).unwrap();
+    let (code, out) = check_config(dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("sigmirror.toml:1:") && out.contains("log_format") && out.contains("unknown variant `yaml`"),
+        "{out}"
+    );
 }

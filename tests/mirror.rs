@@ -631,6 +631,6 @@ fn the_log_written_to_a_file_carries_no_terminal_colour_codes() {
     let r = http("GET", &format!("{}/v2/x/manifests/v1?ns=evil.example", m.url()), &[]);
     assert_eq!(r.status, 403);
     let logs = m.wait_for_log("evil.example", Duration::from_secs(5));
-    assert!(logs.contains("decision=\"deny\""), "{logs}");
+    assert!(logs.contains("decision=deny "), "{logs}");
     assert!(!logs.contains('\u{1b}'), "escape codes in the log file:\n{logs}");
 }

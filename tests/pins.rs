@@ -228,7 +228,7 @@ fn pins_export_import_round_trip_and_a_pins_file_seeds_the_store() {
     // Import into a third, empty store reproduces the export exactly.
     let mut c = pinning_mirror(&registry, &key, "deny", 3600, "");
     c.kill9();
-    let (ok, out) = cli(&c, &["import", seed.path().to_str().unwrap()]);
+    let (ok, out) = cli(&c, &["import", seed.path().to_str().unwrap(), "--json"]);
     assert!(ok && out.contains("\"inserted\": 1"), "{out}");
     let (ok, again) = cli(&c, &["export"]);
     assert!(ok);
@@ -379,4 +379,102 @@ fn a_narrow_accept_cannot_pin_a_tag_to_one_platform() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("docker-content-digest"), Some(list.as_str()));
     assert!(m.logs().contains(&format!("digest={list}")) && m.logs().contains("pinned tag"), "{}", m.logs());
+}
+
+/// A loopback port nothing listens on right now, for a config that must name
+/// its admin port before the server starts (the CLI reads it from there).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn the_pins_cli_works_while_the_server_runs_through_admin_listen() {
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    let first = push_signed(&registry, "v1", "admin-first", &key);
+    let port = free_port();
+    let m = pinning_mirror(&registry, &key, "deny", 0, &format!("admin_listen = \"127.0.0.1:{port}\""));
+    assert_eq!(m.admin_addr.as_deref(), Some(format!("127.0.0.1:{port}").as_str()), "{}", m.logs());
+    assert_eq!(get(&m, "v1").header("docker-content-digest"), Some(first.digest.as_str()));
+
+    // A table for a person, with the server running on the embedded store
+    // (which it holds locked: only the admin API can reach it).
+    let (ok, out) = cli(&m, &["list"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first().map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["IMAGE", "DIGEST", "PINNED", "POLICY"]),
+        "{out}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0], "registry.test/team-a/app:v1", "{out}");
+    assert_eq!(row[1], first.digest, "{out}");
+    assert!(row[2].starts_with("20") && row[2].ends_with('Z'), "pinned time as RFC 3339: {out}");
+    assert_eq!(row[3], "releases", "{out}");
+    assert_eq!(lines.last(), Some(&"1 pin(s)"), "{out}");
+    // JSON with --json.
+    let (ok, out) = cli(&m, &["list", "--json"]);
+    assert!(ok, "{out}");
+    let pins: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pins[0]["digest"], first.digest.as_str());
+
+    // Upstream moves; the running server refuses it and the CLI shows it.
+    let second = push_signed(&registry, "v1", "admin-second", &key);
+    assert_eq!(get_until(&m, "v1", 403, &first.digest).status, 403);
+    let (ok, out) = cli(&m, &["list", "--moved"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("IMAGE") && out.contains(&first.digest) && out.contains(&second.digest), "{out}");
+
+    // A bare repo:tag gets a hint that the registry is needed; nothing is forgotten.
+    for bare in ["alpine:3.20", "team-a/app:v1"] {
+        let (ok, out) = cli(&m, &["forget", bare]);
+        assert!(!ok, "{out}");
+        assert!(out.contains("give the registry too") && out.contains("registry.test/library/alpine:3.20"), "{out}");
+        assert!(out.contains("configured registries: registry.test"), "{out}");
+    }
+    let (ok, out) = cli(&m, &["forget", "registry.test/team-a/app"]);
+    assert!(!ok && out.contains("names no tag"), "{out}");
+
+    // forget goes through the running server: the very next request pins
+    // the new release, with no restart.
+    let (ok, out) = cli(&m, &["forget", "registry.test/team-a/app:v1"]);
+    assert!(ok && out.contains("forgot registry.test/team-a/app:v1"), "{out}");
+    let r = get(&m, "v1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(second.digest.as_str()));
+    let (ok, out) = cli(&m, &["forget", "registry.test/team-a/app:v9"]);
+    assert!(!ok && out.contains("no pin for registry.test/team-a/app:v9"), "{out}");
+
+    // The move history outlives the forgotten pin.
+    let (ok, out) = cli(&m, &["moves", "--json"]);
+    assert!(ok, "{out}");
+    let moves: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(moves[0]["pinned"], first.digest.as_str(), "{out}");
+    assert_eq!(moves[0]["seen"], second.digest.as_str(), "{out}");
+    let (ok, out) = cli(&m, &["moves"]);
+    assert!(ok && out.starts_with("SEEN AT") && out.contains(&second.digest), "{out}");
+    // No current pin has moved now.
+    let (ok, out) = cli(&m, &["list", "--moved"]);
+    assert!(ok && out.trim_end().ends_with("0 pinned tag(s) moved upstream"), "{out}");
+
+    // The admin listener serves metrics and health too.
+    let admin = m.admin_addr.clone().unwrap();
+    assert_eq!(http("GET", &format!("http://{admin}/healthz"), &[]).status, 200);
+    let metrics = http("GET", &format!("http://{admin}/metrics"), &[]);
+    assert!(metrics.text().contains("sigmirror_build_info"), "{}", metrics.text());
+}
+
+#[test]
+fn with_no_server_running_the_pins_cli_opens_the_store_itself_even_with_admin_listen_set() {
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    let first = push_signed(&registry, "v1", "offline-first", &key);
+    let mut m = pinning_mirror(&registry, &key, "deny", 3600, &format!("admin_listen = \"127.0.0.1:{}\"", free_port()));
+    assert_eq!(get(&m, "v1").status, 200);
+    m.kill9();
+    let (ok, out) = cli(&m, &["list", "--json"]);
+    assert!(ok, "{out}");
+    let pins: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pins[0]["digest"], first.digest.as_str());
 }

@@ -10,28 +10,30 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// A self-signed certificate for 127.0.0.1 and a mirror serving HTTPS with
-/// it in front of `upstream_url`; `extra` goes into the config's top level.
-fn https_mirror(upstream_url: &str, extra: &str) -> (Sigmirror, rcgen::Certificate) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let cert = params.self_signed(&key).unwrap();
-    let dir = tempfile::TempDir::new().unwrap();
-    fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
-    fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
-    let config = format!(
+/// A config serving HTTPS from `tls.crt` and `tls.key` in front of
+/// `upstream_url`; `extra` (tables) goes last.
+fn tls_config(upstream_url: &str, extra: &str) -> String {
+    format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n\n\
          [[upstream]]\nregistry = \"registry.test\"\nurl = \"{upstream_url}\"\ndangerous_plain_http = true\n\
          default = true\n\n{}\n{extra}",
         policy("team-a", &["registry.test/team-a/**"], "audit")
-    );
-    (Sigmirror::start_in(dir, &config), cert)
+    )
 }
 
-fn trusting(cert: &rcgen::Certificate) -> reqwest::Client {
+/// A mirror serving HTTPS with a fresh self-signed certificate, and that
+/// certificate (PEM).
+fn https_mirror(upstream_url: &str, extra: &str) -> (Sigmirror, String) {
+    let (cert, key) = self_signed();
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::write(dir.path().join("tls.crt"), &cert).unwrap();
+    fs::write(dir.path().join("tls.key"), key).unwrap();
+    (Sigmirror::start_in(dir, &tls_config(upstream_url, extra)), cert)
+}
+
+fn trusting(cert_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap()])
+        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap()])
         .build()
         .unwrap()
 }
@@ -80,4 +82,56 @@ fn a_client_that_never_finishes_its_tls_handshake_is_disconnected_after_header_r
         text.unwrap()
     });
     assert!(counted.contains("sigmirror_limit_hits_total{limit=\"header_read_timeout_secs\"} 1"), "{counted}");
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, both PEM.
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+/// Whether a fresh client (no pooled connection) trusting only `cert_pem`
+/// gets an answer from `url` within 5 s.
+async fn answers_trusting(cert_pem: &str, url: &str) -> bool {
+    let sent = tokio::time::timeout(Duration::from_secs(5), trusting(cert_pem).get(url).send()).await;
+    sent.is_ok_and(|r| r.is_ok_and(|r| r.status() == 200))
+}
+
+#[test]
+fn a_renewed_certificate_is_served_to_new_connections_without_a_restart() {
+    let registry = Registry::start();
+    let (old_cert, old_key) = self_signed();
+    let (new_cert, new_key) = self_signed();
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::write(dir.path().join("tls.crt"), &old_cert).unwrap();
+    fs::write(dir.path().join("tls.key"), &old_key).unwrap();
+    let mut m = Sigmirror::start_in(dir, &tls_config(&registry.url(), ""));
+    let pid = m.pid();
+    let url = format!("https://{}/v2/", m.addr);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert!(answers_trusting(&old_cert, &url).await);
+        assert!(!answers_trusting(&new_cert, &url).await);
+        // Renewal as cert-manager does it: the key, then the certificate,
+        // each replaced whole by a rename.
+        let d = m.dir.path();
+        for (name, pem) in [("tls.key", &new_key), ("tls.crt", &new_cert)] {
+            fs::write(d.join(format!("{name}.new")), pem).unwrap();
+            fs::rename(d.join(format!("{name}.new")), d.join(name)).unwrap();
+        }
+        let mut renewed = false;
+        for _ in 0..100 {
+            if answers_trusting(&new_cert, &url).await {
+                renewed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(renewed, "the renewed certificate was never served:\n{}", m.logs());
+        assert!(!answers_trusting(&old_cert, &url).await, "a new connection still got the old certificate");
+    });
+    assert!(m.is_running(), "{}", m.logs());
+    assert_eq!(m.pid(), pid, "the process was not restarted");
 }

@@ -30,7 +30,11 @@ pub struct TagGuard {
     /// Tags whose upstream moved away from their pin: `(registry, repo, tag)
     /// → (digest upstream serves, when)`. Filled by revalidation and, at
     /// start, from the stored move events.
-    moved: moka::sync::Cache<TagKey, (Digest, i64)>,
+    /// Keyed by tag, it holds `(pinned, seen)`: a move applies only to the
+    /// pin it was seen against, so a move of a since forgotten pin (recorded
+    /// late by a revalidation that was already running, or still held by
+    /// another replica) never refuses the tag's new pin.
+    moved: moka::sync::Cache<TagKey, Moved>,
     /// Pinned tags checked recently; an entry expires after the interval.
     revalidated: moka::sync::Cache<TagKey, ()>,
     /// `pin_revalidate_secs`; zero revalidates on every request.
@@ -54,6 +58,17 @@ impl TagGuard {
         &self.store
     }
 
+    /// Forgets the pin of a tag, for a deliberate re-release, and what this
+    /// process knew of its moves and revalidation: the next request pins the
+    /// tag afresh. The move events stay in the store as history.
+    pub async fn forget(&self, registry: &str, repo: &str, tag: &str) -> Result<bool, PinError> {
+        let removed = self.store.forget(registry, repo, tag).await?;
+        let key = (registry.to_string(), repo.to_string(), tag.to_string());
+        self.moved.invalidate(&key);
+        self.revalidated.invalidate(&key);
+        Ok(removed)
+    }
+
     /// Loads the moves recorded against the current pins into memory, so a
     /// moved tag is refused under `on_tag_move = "deny"` from the first
     /// request after a restart, not only once revalidation has seen it again.
@@ -65,7 +80,7 @@ impl TagGuard {
             // Events are oldest first: the last one is what upstream served last.
             if let Some(last) = events.last() {
                 let key = (pin.registry.clone(), pin.repository.clone(), pin.tag.clone());
-                self.moved.insert(key, (last.seen.clone(), last.at));
+                self.moved.insert(key, Moved { pinned: pin.digest.clone(), seen: last.seen.clone() });
             }
         }
         Ok(moved.len())
@@ -137,11 +152,11 @@ impl TagGuard {
         };
         self.revalidate_in_background(pull.up.clone(), pin.clone());
         let key = (registry.to_string(), repo.to_string(), tag.to_string());
-        if let Some((seen, _)) = self.moved.get(&key) {
+        if let Some(moved) = self.moved.get(&key).filter(|m| m.pinned == pin.digest) {
             if policy.on_tag_move == OnTagMove::Deny {
                 let mut subject = Subject::manifest(registry, repo, &pull.reference, &pin.digest);
                 subject.name = format!("{registry}/{repo}:{tag}");
-                return Err(refuse(Some(policy.name.clone()), tag_moved_reason(&pin, &seen), subject));
+                return Err(refuse(Some(policy.name.clone()), tag_moved_reason(&pin, &moved.seen), subject));
             }
         }
         let m = mirror.resolve(pull, &ManifestRef::Digest(pin.digest.clone()), &pull.accept).await?;
@@ -184,7 +199,7 @@ impl TagGuard {
                 guard.moved.invalidate(&key);
                 return;
             }
-            if guard.moved.get(&key).is_some_and(|(d, _)| d == seen) {
+            if guard.moved.get(&key).is_some_and(|m| m.pinned == pin.digest && m.seen == seen) {
                 return; // already recorded this move
             }
             guard.record_move(key, &pin, seen).await;
@@ -214,8 +229,15 @@ impl TagGuard {
         if let Err(e) = self.store.record_move(ev).await {
             tracing::error!("cannot record tag move: {e}");
         }
-        self.moved.insert(key, (seen, at));
+        self.moved.insert(key, Moved { pinned: pin.digest.clone(), seen });
     }
+}
+
+/// Upstream served `seen` for a tag pinned to `pinned`.
+#[derive(Clone)]
+struct Moved {
+    pinned: Digest,
+    seen: Digest,
 }
 
 /// The words of a tag-move refusal, in the log and the error body alike.

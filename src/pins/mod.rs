@@ -15,10 +15,12 @@
 //! Every storage failure is a [`PinError`]. It is never a policy decision: the
 //! caller fails closed on it, but must not report it as "the image is denied".
 
+pub mod cli;
 mod embedded;
 mod file;
 pub mod guard;
 mod postgres;
+pub mod remote;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,7 +127,7 @@ impl PinsFile {
 }
 
 /// What `import` did with each pin of a file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     /// Pins that were absent and are now stored.
     pub inserted: usize,
@@ -137,7 +139,7 @@ pub struct ImportReport {
     pub conflicts: Vec<ImportConflict>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImportConflict {
     pub existing: Pin,
     pub imported: Pin,
@@ -149,7 +151,7 @@ pub enum PinError {
     #[error("embedded pin store: {0}")]
     Embedded(#[source] Box<redb::Error>),
     #[error(
-        "embedded pin store {0} is open in another process (the server?); stop it, or use a shared postgres pin store"
+        "embedded pin store {0} is open in another process (the server?); set admin_listen so the pins CLI goes through the running server, stop it, or use a shared postgres pin store"
     )]
     Locked(std::path::PathBuf),
     #[error("postgres pin store: {0}")]

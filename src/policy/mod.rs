@@ -121,11 +121,12 @@ impl PolicySet {
 
 /// Scopes that are legal but can never decide anything: a registry part no
 /// configured upstream is named by (a typo such as `ghrc.io/**`), and a
-/// pattern an earlier policy lists too (on a tie the first policy wins, so
-/// the later one never does). A policy all of whose patterns are shadowed
-/// this way is named as such.
+/// pattern an earlier scope covers ([`covers`]: on a tie of specificity the
+/// first policy wins, so the later one never does). A policy all of whose
+/// patterns are shadowed this way is named as such.
 fn warn_unreachable_scopes(raw: &PolicySection, c: &mut Checker) {
-    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    // Every scope seen so far, in order, with the policy that listed it.
+    let mut earlier: Vec<(&str, &str)> = Vec::new();
     for p in &raw.policy {
         let i = p.index;
         let mut shadowed = 0;
@@ -145,8 +146,16 @@ fn warn_unreachable_scopes(raw: &PolicySection, c: &mut Checker) {
                     format!("check the spelling; configured registries: {}", raw.registries.join(", ")),
                 );
             }
-            match seen.get(s.as_str()) {
-                Some(first) => {
+            match earlier.iter().find(|(q, _)| covers(q, s)) {
+                Some((q, first)) if *first == p.name => {
+                    shadowed += 1;
+                    c.warn(
+                        format!("policy[{i}].scope[{j}]"),
+                        format!("{s:?} is redundant: this policy's own scope {q:?} already matches all it matches"),
+                        "remove it",
+                    );
+                }
+                Some((q, first)) if q == s => {
                     shadowed += 1;
                     c.warn(
                         format!("policy[{i}].scope[{j}]"),
@@ -154,10 +163,19 @@ fn warn_unreachable_scopes(raw: &PolicySection, c: &mut Checker) {
                         "remove the duplicate, or make one of the scopes more specific",
                     );
                 }
-                None => {
-                    seen.insert(s, &p.name);
+                Some((q, first)) => {
+                    shadowed += 1;
+                    c.warn(
+                        format!("policy[{i}].scope[{j}]"),
+                        format!(
+                            "{s:?} only matches what {q:?} of policy {first:?}, listed earlier, matches too, with as long a literal prefix, so that policy always wins it"
+                        ),
+                        "make this scope more specific (a longer literal prefix wins), or list this policy first",
+                    );
                 }
+                None => {}
             }
+            earlier.push((s, &p.name));
         }
         if shadowed > 0 && shadowed == p.scope.len() {
             c.warn(
@@ -166,6 +184,29 @@ fn warn_unreachable_scopes(raw: &PolicySection, c: &mut Checker) {
                 "merge it into the earlier policy or remove it",
             );
         }
+    }
+}
+
+/// Whether the earlier scope `q` wins every repository the later scope `s`
+/// matches. `select` picks the longest literal prefix and, on a tie, the
+/// first policy; so `q` must have the same literal prefix and match a
+/// superset: the same pattern, `<prefix>**` (anything after the prefix), or
+/// `<prefix>*` over a rest that stays in one path segment. Patterns that
+/// shadow only together, or by a set argument these cases miss, are not
+/// reported: a missed warning, never a false one.
+fn covers(q: &str, s: &str) -> bool {
+    if q == s {
+        return true;
+    }
+    let (q_prefix, q_rest) = q.split_at(literal_prefix_len(q));
+    let (s_prefix, s_rest) = s.split_at(literal_prefix_len(s));
+    if q_prefix != s_prefix || s_rest.is_empty() {
+        return false;
+    }
+    match q_rest {
+        "**" => true,
+        "*" => !s_rest.contains('/') && !s_rest.contains("**"),
+        _ => false,
     }
 }
 
@@ -340,6 +381,41 @@ pub(crate) mod tests {
         let s = PolicySet::build(&section, &mut c);
         assert!(c.problems.is_empty(), "{:?}", c.problems);
         s
+    }
+
+    #[test]
+    fn covers_claims_a_shadow_only_where_select_really_always_picks_the_earlier_policy() {
+        let names = ["r.test/acme/api", "r.test/acme/web", "r.test/acme/x/y", "r.test/acme/", "r.test/other/api"];
+        let cases = [
+            ("r.test/acme/**", "r.test/acme/*", true),
+            ("r.test/acme/**", "r.test/acme/{api,web}", true),
+            ("r.test/acme/*", "r.test/acme/?pi", true),
+            ("r.test/acme/*", "r.test/acme/**", false),
+            ("r.test/acme/*", "r.test/acme/*/y", false),
+            ("r.test/acme/**", "r.test/acme/api", false),
+            ("r.test/acme/**", "r.test/acme/a*", false),
+            ("r.test/**", "r.test/acme/*", false),
+            ("r.test/acme/api", "r.test/acme/api", true),
+        ];
+        for (q, later, claimed) in cases {
+            assert_eq!(covers(q, later), claimed, "covers({q:?}, {later:?})");
+            let set = set(&format!(
+                "[[policy]]\nname = \"first\"\nscope = [{q:?}]\nmode = \"audit\"\n\
+                 [[policy]]\nname = \"later\"\nscope = [{later:?}]\nmode = \"audit\"\n"
+            ));
+            let later_wins_one = names.iter().any(|n| {
+                let (reg, repo) = n.split_once('/').unwrap();
+                set.select(reg, repo).is_some_and(|p| p.name == "later")
+            });
+            if claimed {
+                assert!(!later_wins_one, "{later:?} is said to be shadowed by {q:?} but wins a repository");
+            } else {
+                assert!(
+                    later_wins_one,
+                    "{later:?} wins no sample repository over {q:?}: add one, or this is a missed shadow"
+                );
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ use super::{http, kill_and_reap, read_lossy};
 pub struct Sigmirror {
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// `127.0.0.1:PORT` of `admin_listen`, when the config sets it.
+    pub admin_addr: Option<String>,
     pub dir: TempDir,
     config_path: PathBuf,
     child: Option<Child>,
@@ -48,7 +50,7 @@ impl Sigmirror {
     pub fn start_in(dir: TempDir, config_toml: &str) -> Sigmirror {
         let config_path = dir.path().join("sigmirror.toml");
         fs::write(&config_path, config_toml).unwrap();
-        let mut s = Sigmirror { addr: String::new(), dir, config_path, child: None, starts: 0 };
+        let mut s = Sigmirror { addr: String::new(), admin_addr: None, dir, config_path, child: None, starts: 0 };
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
         s
     }
@@ -58,7 +60,7 @@ impl Sigmirror {
         let dir = TempDir::new().unwrap();
         let config_path = dir.path().join("sigmirror.toml");
         fs::write(&config_path, config_toml).unwrap();
-        let mut s = Sigmirror { addr: String::new(), dir, config_path, child: None, starts: 0 };
+        let mut s = Sigmirror { addr: String::new(), admin_addr: None, dir, config_path, child: None, starts: 0 };
         s.spawn()?;
         Ok(s)
     }
@@ -114,6 +116,9 @@ impl Sigmirror {
                     {
                         break rest.trim().to_string();
                     }
+                    if let Some(rest) = line.strip_prefix("sigmirror admin listening on http://") {
+                        self.admin_addr = Some(rest.trim().to_string());
+                    }
                     seen.push(line);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -147,18 +152,25 @@ impl Sigmirror {
         read_lossy(&self.log_path())
     }
 
-    /// Waits (bounded) until the log contains `needle`; returns the logs.
+    /// Waits (bounded) until the log contains `needle`, as is or as the
+    /// text log writes it inside a quoted logfmt value (`"` and `\` escaped);
+    /// returns the logs.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let quoted = sigmirror::logging::logfmt_value(needle);
+        let escaped = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or(&quoted).to_string();
         let mut last = String::new();
         let deadline = Instant::now() + timeout;
         for _ in 0..((timeout.as_millis() / 50) as usize + 2) {
             last = self.logs();
-            if last.contains(needle) || Instant::now() > deadline {
+            if last.contains(needle) || last.contains(&escaped) || Instant::now() > deadline {
                 break;
             }
             thread::sleep(Duration::from_millis(50));
         }
-        assert!(last.contains(needle), "sigmirror log never contained {needle:?}; log:\n{last}");
+        assert!(
+            last.contains(needle) || last.contains(&escaped),
+            "sigmirror log never contained {needle:?}; log:\n{last}"
+        );
         last
     }
 
