@@ -100,6 +100,14 @@ fn time_until_closed(s: &mut TcpStream, bound: Duration) -> Option<Duration> {
     None
 }
 
+/// The end of a client-limit case: `limit` was hit `n` times, nothing
+/// reached upstream, and memory stayed bounded (`case` names it).
+fn assert_limit_hit(m: &Sigmirror, upstream: &MockUpstream, limit: &str, n: u64, case: &str) {
+    wait_for_hits(m, limit, n);
+    assert_eq!(upstream.total(), 0, "a client limit reached upstream: {:?}", upstream.requests());
+    report_memory(m, case);
+}
+
 /// An answer over a limit: `status`, `Retry-After: 1`, and the OCI error.
 fn assert_retry_later(r: &Response, status: u16, code: &str, message: &str) {
     assert_eq!(r.status, status, "{}", r.text());
@@ -188,10 +196,8 @@ fn a_request_head_over_max_header_bytes_gets_431_and_one_under_it_is_served() {
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = try_http_timeout("GET", &url, &many, &[], Duration::from_secs(10)).expect("an answer");
     assert_eq!(r.status, 431);
-    wait_for_hits(&m, "max_header_bytes", 2);
     assert_eq!(http("GET", &url, &[]).status, 200, "the mirror still serves");
-    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
-    report_memory(&m, "oversized request heads");
+    assert_limit_hit(&m, &mock, "max_header_bytes", 2, "oversized request heads");
 }
 
 #[test]
@@ -297,14 +303,12 @@ fn a_flood_of_connections_gets_the_limit_served_64_answered_503_and_the_rest_clo
 fn an_http2_connection_that_sends_no_request_is_closed_after_idle_timeout() {
     let (mock, m) = start("idle_timeout_secs = 2\nheader_read_timeout_secs = 30");
     // HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame,
-    // then nothing. hyper's header clock is HTTP/1.1's only.
+    // then nothing. The header clock is HTTP/1.1's only.
     let mut c = connect(&m);
     c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
     let took = time_until_closed(&mut c, Duration::from_secs(10)).expect("the idle HTTP/2 connection stayed open");
     assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(4), "closed after {took:?}");
-    wait_for_hits(&m, "idle_timeout_secs", 1);
-    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
-    report_memory(&m, "an idle HTTP/2 connection");
+    assert_limit_hit(&m, &mock, "idle_timeout_secs", 1, "an idle HTTP/2 connection");
 }
 
 #[test]
@@ -322,9 +326,7 @@ fn a_kept_alive_connection_waits_idle_timeout_not_header_read_timeout_for_its_ne
     c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: sig").unwrap();
     let took = time_until_closed(&mut c, Duration::from_secs(10)).expect("the half-sent head was waited for");
     assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(3), "closed after {took:?}");
-    wait_for_hits(&m, "header_read_timeout_secs", 1);
-    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
-    report_memory(&m, "idle and half-sent HTTP/1.1 requests");
+    assert_limit_hit(&m, &mock, "header_read_timeout_secs", 1, "idle and half-sent HTTP/1.1 requests");
 }
 
 /// Serves `image` as `repo:tag`, answering only after `delay`.
