@@ -13,6 +13,7 @@ use crate::verify::bundle;
 use crate::verify::cosign::{self, CosignAuthority, Refusal};
 use crate::verify::notation::{self, NotationVerifier};
 
+use super::attestation;
 use super::evidence::{CosignEvidence, Evidence, Found, NotationEvidence};
 use super::verdict::{combine, summarize, AuthorityResult, Satisfied, Scheme, Verdict};
 use super::{Policy, Subject};
@@ -76,7 +77,20 @@ fn verify(
     if let Some(n) = &policy.notation {
         results.push(notation_result(policy, n, subject, ev, now));
     }
-    combine(&policy.name, policy.require, results)
+    let verdict = combine(&policy.name, policy.require, results);
+    if policy.attestations.is_empty() {
+        return verdict;
+    }
+    // Attestations are judged only once the signatures allow: a refusal then keeps the
+    // signature's reason, which is the one to fix first.
+    let Verdict::Allow { policy: name, by, vouches, scheme, signer, would_refuse } = verdict else { return verdict };
+    let digest = &subject.manifest.digest;
+    match attestation::judge(&policy.attestations, &policy.cosign, ev.attestations.as_ref(), digest, now) {
+        Ok(attested) => {
+            Verdict::Allow { policy: name, by: format!("{by}; {attested}"), vouches, scheme, signer, would_refuse }
+        }
+        Err(reason) => Verdict::Deny { policy: Some(name), reason },
+    }
 }
 
 /// The cosign authorities' outcomes from the `.sig` tag alone: what tells
@@ -442,6 +456,7 @@ mod tests {
             signature_tag: Some(Found::Absent(format!("no tag sha256-{}.sig in team/app", &D[7..]))),
             bundles: Some(Found::Present(items)),
             notation: None,
+            attestations: None,
         }
     }
 
@@ -486,6 +501,7 @@ mod tests {
             signature_tag: Some(Found::Absent("no tag sha256-1.sig in team/app".into())),
             bundles: Some(Found::Absent("no sigstore bundle referrer".into())),
             notation: None,
+            attestations: None,
         };
         let v = judge(p, &subject, &ev, now());
         let Verdict::Deny { reason, .. } = v else { panic!("{v:?}") };
@@ -499,6 +515,7 @@ mod tests {
             signature_tag: Some(Found::Present(vec![CosignEvidence::Unusable("payload digest mismatch".into())])),
             bundles: None,
             notation: None,
+            attestations: None,
         };
         let v = judge(p, &subject, &ev, now());
         assert!(matches!(&v, Verdict::Deny { reason, .. } if reason.contains("payload digest mismatch")), "{v:?}");

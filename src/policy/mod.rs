@@ -19,6 +19,8 @@
 //! (upstream down, timeout) are `Err`, so they are never mistaken for, or
 //! cached as, a denial.
 
+pub mod attestation;
+pub mod condition;
 mod decide;
 pub mod evaluate;
 pub mod evidence;
@@ -42,6 +44,8 @@ pub use verdict::{Scheme, Verdict};
 pub struct Policy {
     pub name: String,
     scope: Vec<(String, GlobMatcher)>,
+    /// `exclude`: names this policy does not cover although a scope matches.
+    exclude: Vec<GlobMatcher>,
     pub mode: Mode,
     pub require: Require,
     pub cosign: Vec<CosignAuthority>,
@@ -55,6 +59,8 @@ pub struct Policy {
     pub dangerous_accept_unbound_bundles: bool,
     pub immutable_tags: Vec<(bool, GlobMatcher)>,
     pub on_tag_move: OnTagMove,
+    /// `[[policy.attestation]]`: every one must be met, beside the signatures.
+    pub attestations: Vec<attestation::Requirement>,
     /// sha256 over the policy's settings and every byte of its trust
     /// material. Part of every verdict cache key, so editing either can never
     /// reuse an old verdict.
@@ -102,10 +108,16 @@ impl PolicySet {
     }
 
     /// The policy that governs `<registry>/<repo>`: the most specific match.
+    /// A policy whose `exclude` matches the name is passed over as if it did
+    /// not list it, so the next most specific policy decides, or none does
+    /// (refuse).
     pub fn select(&self, registry: &str, repo: &str) -> Option<&Policy> {
         let name = format!("{registry}/{repo}");
         let mut best: Option<(usize, &Policy)> = None;
         for p in &self.policies {
+            if p.exclude.iter().any(|m| m.is_match(&name)) {
+                continue;
+            }
             for (pattern, m) in &p.scope {
                 if m.is_match(&name) {
                     let specificity = literal_prefix_len(pattern);
@@ -205,6 +217,17 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
             ),
         }
     }
+    let mut exclude = Vec::new();
+    for (j, s) in p.exclude.iter().enumerate() {
+        match glob(s) {
+            Ok(m) => exclude.push(m),
+            Err(e) => c.problem(
+                format!("policy[{i}].exclude[{j}]"),
+                format!("{s:?} is not a glob: {e}"),
+                "use *, ** and ? wildcards, like \"ghcr.io/acme/sandbox/**\"",
+            ),
+        }
+    }
     let mut immutable_tags = Vec::new();
     for (j, t) in p.immutable_tags.iter().enumerate() {
         let (negated, pat) = match t.strip_prefix('!') {
@@ -231,6 +254,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         }
     }
     let cosign = CosignAuthority::from_policy(p, c);
+    let attestations = attestation::requirements(p, c);
     if p.notation && notation.is_none() {
         c.problem(
             format!("policy[{i}].notation"),
@@ -256,6 +280,17 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         );
     }
 
+    if let Require::Count(n) = p.require {
+        let listed = p.cosign_keys.len() + p.cosign_certificates.len() + usize::from(p.notation);
+        if n == 0 || n > listed {
+            c.problem(
+                format!("policy[{i}].require.count"),
+                format!("is {n}, but the policy lists {listed} authorities, so it could never be met as meant"),
+                "set count between 1 and the number of cosign keys, certificate entries and notation",
+            );
+        }
+    }
+
     let mut h = Sha256::new();
     h.update(&p.settings);
     for a in &cosign {
@@ -267,6 +302,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
     Policy {
         name: p.name.clone(),
         scope,
+        exclude,
         mode: p.mode,
         require: p.require,
         cosign,
@@ -277,6 +313,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
         immutable_tags,
         on_tag_move: p.on_tag_move,
+        attestations,
         fingerprint: h.finalize().into(),
     }
 }

@@ -113,11 +113,20 @@ pub fn combine(policy: &str, require: Require, results: Vec<AuthorityResult>) ->
             would_refuse: None,
         }
     };
+    // Distinct by who signed: two config entries for the same key are one authority.
+    let mut distinct: Vec<&str> = ok.iter().map(|s| s.signer.as_deref().unwrap_or(&s.by)).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
     match require {
         Require::Any if !ok.is_empty() => allow(", "),
         Require::All if failed.is_empty() => allow(" and "),
+        Require::Count(n) if distinct.len() >= n => allow(" and "),
         Require::Any => deny(summarize(&failed)),
         Require::All => deny(format!("require = \"all\" and {}", summarize(&failed))),
+        Require::Count(n) => {
+            let reasons = if failed.is_empty() { String::new() } else { format!(": {}", summarize(&failed)) };
+            deny(format!("require = {{ count = {n} }} and {} distinct authorities verified{reasons}", distinct.len()))
+        }
     }
 }
 
