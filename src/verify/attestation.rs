@@ -26,7 +26,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::bundle::{self, EnvelopeLimits, IN_TOTO_PAYLOAD_TYPE, STATEMENT_TYPES};
+use super::bundle::{self, Envelope, EnvelopeLimits, IN_TOTO_PAYLOAD_TYPE, STATEMENT_TYPES};
 use super::cosign::{self, CosignAuthority};
 use super::keys::truncate;
 use super::rekor::strip_whitespace;
@@ -61,20 +61,6 @@ pub enum Attestation {
 pub struct Statement {
     pub predicate_type: String,
     pub predicate: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "payloadType")]
-    payload_type: String,
-    payload: String,
-    #[serde(default)]
-    signatures: Vec<EnvelopeSignature>,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeSignature {
-    sig: String,
 }
 
 #[derive(Deserialize)]
@@ -133,19 +119,20 @@ fn verify_layer(
         return Err(format!("DSSE envelope has {} signatures; expected 1 to {MAX_SIGNATURES}", env.signatures.len()));
     }
     let signed = bundle::pae(&env.payload_type, &payload);
-    let (key, rekor, what) = match auth {
-        CosignAuthority::Key { key, rekor, .. } => (key.clone(), rekor, "signature by an untrusted key"),
-        CosignAuthority::Certificate { rekor, .. } => {
-            let (leaf, chain) = cosign::signature_certificates(annotations)?;
-            cosign::check_certificate(auth, &leaf, chain, now)?;
-            (leaf.public_key()?, rekor, "signature does not verify with its certificate's key")
-        }
-    };
+    let (CosignAuthority::Key { rekor, .. } | CosignAuthority::Certificate { rekor, .. }) = auth;
     if !rekor.is_empty() {
         return Err("this authority requires a Rekor entry, and sigmirror does not read the intoto entries of \
                     .att attestations; attach the attestation as a Sigstore bundle (cosign v3)"
             .into());
     }
+    let (key, what) = match auth {
+        CosignAuthority::Key { key, .. } => (key.clone(), "signature by an untrusted key"),
+        CosignAuthority::Certificate { .. } => {
+            let (leaf, chain) = cosign::signature_certificates(annotations)?;
+            cosign::check_certificate(auth, &leaf, chain, now)?;
+            (leaf.public_key()?, "signature does not verify with its certificate's key")
+        }
+    };
     for s in &env.signatures {
         if s.sig.len() > MAX_SIGNATURE_B64 {
             continue;

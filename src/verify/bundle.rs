@@ -158,18 +158,19 @@ struct CertificateChain {
     certificates: Vec<RawBytes>,
 }
 
+/// A DSSE envelope, as a bundle carries it and as a `.att` layer is (`verify::attestation`).
 #[derive(Deserialize)]
-struct Envelope {
-    payload: String,
+pub(crate) struct Envelope {
+    pub(crate) payload: String,
     #[serde(rename = "payloadType")]
-    payload_type: String,
+    pub(crate) payload_type: String,
     #[serde(default)]
-    signatures: Vec<EnvelopeSignature>,
+    pub(crate) signatures: Vec<EnvelopeSignature>,
 }
 
 #[derive(Deserialize)]
-struct EnvelopeSignature {
-    sig: String,
+pub(crate) struct EnvelopeSignature {
+    pub(crate) sig: String,
 }
 
 #[derive(Deserialize)]
