@@ -89,7 +89,7 @@ pub fn requirements(p: &PolicyConfig, c: &mut Checker) -> Vec<Requirement> {
         };
         out.push(Requirement { predicate_type, condition });
     }
-    if !out.is_empty() && p.cosign_keys.is_empty() && p.cosign_certificates.is_empty() {
+    if !p.attestation.is_empty() && p.cosign_keys.is_empty() && p.cosign_certificates.is_empty() {
         c.problem(
             format!("policy[{}].attestation", p.index),
             "requires attestations, but the policy lists no cosign_keys or cosign_certificates to verify them with \
@@ -182,4 +182,147 @@ fn verify_all(
         }
     }
     (verified, reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawAttestation;
+    use crate::verify::attestation::Attestation;
+
+    /// The real `cosign attest` bundle among the known-answer vectors (sigstore/cosign
+    /// `pkg/cosign/testdata/oci-attestation.sigstore.json`): keyless (cody@soyland.com, GitHub
+    /// OAuth), logged in Rekor at 1740770291 (2025-02-28T19:18:11Z), predicate type
+    /// `https://cosign.sigstore.dev/attestation/v1` (cosign's `custom`), predicate
+    /// `{"Data": "{\"foo\": \"bar\"}\n", "Timestamp": "2025-02-28T19:18:11Z"}`.
+    const KAT_DIGEST: &str = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+    const CUSTOM: &str = "https://cosign.sigstore.dev/attestation/v1";
+
+    fn vectors() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/cosign")
+    }
+
+    fn kat() -> Vec<AttestationEvidence> {
+        let bytes = std::fs::read(vectors().join("cosign/oci-attestation.sigstore.json")).unwrap();
+        vec![AttestationEvidence::Found(Attestation::Bundle(bytes))]
+    }
+
+    /// The Fulcio authority for `identity` through the public-good trusted root, and the
+    /// requirements built from `attestation` tables.
+    fn policy(identity: &str, attestations: &[(&str, Option<&str>)]) -> (Vec<CosignAuthority>, Vec<Requirement>) {
+        let (mut p, mut c) = crate::config::policy_fragment(
+            &vectors(),
+            &format!(
+                "[[cosign_certificates]]\nsigstore_trusted_root = \"sigstore-rs/trusted_root.json\"\n\
+                 identity = {identity:?}\nissuer = \"https://github.com/login/oauth\""
+            ),
+        );
+        p.attestation = attestations
+            .iter()
+            .map(|(t, cond)| RawAttestation { predicate_type: t.to_string(), condition: cond.map(str::to_string) })
+            .collect();
+        let auths = CosignAuthority::from_policy(&p, &mut c);
+        let reqs = requirements(&p, &mut c);
+        assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| &p.message).collect::<Vec<_>>());
+        (auths, reqs)
+    }
+
+    fn at(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    const FRESH: &str = "predicate.Data.contains(\"foo\") && now - timestamp(predicate.Timestamp) < duration(\"168h\")";
+
+    #[test]
+    fn the_real_cosign_attest_bundle_meets_a_condition_while_fresh_and_is_refused_when_stale() {
+        let (auths, reqs) = policy("cody@soyland.com", &[("custom", Some(FRESH))]);
+        let d: Digest = KAT_DIGEST.parse().unwrap();
+        let found = Found::Present(kat());
+        let by = judge(&reqs, &auths, Some(&found), &d, at("2025-03-01T00:00:00Z")).unwrap();
+        assert_eq!(
+            by,
+            format!(
+                "attestations {CUSTOM} by certificate sigstore_trusted_root sigstore-rs/trusted_root.json identity \
+                 cody@soyland.com issuer https://github.com/login/oauth"
+            )
+        );
+        assert_eq!(
+            judge(&reqs, &auths, Some(&found), &d, at("2025-04-01T00:00:00Z")),
+            Err(format!("attestation {CUSTOM} (condition `{FRESH}`): condition is false"))
+        );
+        // A condition over a field the predicate does not have cannot be evaluated: refused.
+        let (auths, reqs) = policy("cody@soyland.com", &[(CUSTOM, Some("predicate.scanner.result == 1"))]);
+        let err = judge(&reqs, &auths, Some(&found), &d, at("2025-03-01T00:00:00Z")).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "attestation {CUSTOM} (condition `predicate.scanner.result == 1`): condition failed: "
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_real_cosign_attest_bundle_is_refused_for_another_image_type_or_signer() {
+        let now = at("2025-03-01T00:00:00Z");
+        let found = Found::Present(kat());
+        let (auths, reqs) = policy("cody@soyland.com", &[("custom", None)]);
+        let other: Digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111".parse().unwrap();
+        let describe = auths[0].describe();
+        assert_eq!(
+            judge(&reqs, &auths, Some(&found), &other, now),
+            Err(format!(
+                "attestation {CUSTOM}: no verified attestation of this type ({describe}: statement digest mismatch: \
+                 attestation is for {KAT_DIGEST} not {other})"
+            ))
+        );
+        // Verified, but not the predicate type required.
+        let d: Digest = KAT_DIGEST.parse().unwrap();
+        let (auths, reqs) = policy("cody@soyland.com", &[("slsaprovenance1", None)]);
+        assert_eq!(
+            judge(&reqs, &auths, Some(&found), &d, now),
+            Err("attestation https://slsa.dev/provenance/v1: no attestation of this type found".into())
+        );
+        // Signed by someone else than the policy trusts.
+        let (auths, reqs) = policy("release@acme.example", &[("custom", None)]);
+        let err = judge(&reqs, &auths, Some(&found), &d, now).unwrap_err();
+        assert!(err.contains("certificate identity cody@soyland.com does not match release@acme.example"), "{err}");
+        // Nothing found at all.
+        let absent = Found::Absent("no tag sha256-7321.att in repo; no attestation bundle referrer".into());
+        assert_eq!(
+            judge(&reqs, &auths, Some(&absent), &d, now),
+            Err(format!(
+                "attestation {CUSTOM}: no verified attestation of this type (no tag sha256-7321.att in repo; no \
+                 attestation bundle referrer)"
+            ))
+        );
+    }
+
+    #[test]
+    fn every_requirement_must_be_met() {
+        let now = at("2025-03-01T00:00:00Z");
+        let d: Digest = KAT_DIGEST.parse().unwrap();
+        let found = Found::Present(kat());
+        let (auths, reqs) = policy("cody@soyland.com", &[("custom", None), ("vuln", None)]);
+        assert_eq!(
+            judge(&reqs, &auths, Some(&found), &d, now),
+            Err("attestation https://cosign.sigstore.dev/attestation/vuln/v1: no attestation of this type found".into())
+        );
+    }
+
+    #[test]
+    fn bad_attestation_tables_are_config_problems_with_their_key() {
+        let (mut p, mut c) = crate::config::policy_fragment(std::path::Path::new("/nonexistent"), "");
+        p.attestation = vec![
+            RawAttestation { predicate_type: "slsa".into(), condition: None },
+            RawAttestation { predicate_type: "vuln".into(), condition: Some("predicate.x ==".into()) },
+        ];
+        assert!(requirements(&p, &mut c).is_empty());
+        let got: Vec<(&str, &str)> = c.problems.iter().map(|p| (p.key.as_str(), p.message.as_str())).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0].0, "policy[0].attestation[0].predicate_type");
+        assert_eq!(got[0].1, "\"slsa\" is neither a predicate type URI nor a cosign --type name");
+        assert_eq!(got[1].0, "policy[0].attestation[1].condition");
+        assert!(got[1].1.starts_with("is not valid CEL"), "{}", got[1].1);
+        assert_eq!(got[2].0, "policy[0].attestation");
+    }
 }

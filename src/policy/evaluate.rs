@@ -460,32 +460,48 @@ mod tests {
         }
     }
 
-    /// The any/all truth table, run through `judge` on hand-built evidence:
+    /// The any/all/count truth table, run through `judge` on hand-built evidence:
     /// which of the two keys signed, under each `require`, in each mode.
     #[test]
     fn the_combinator_truth_table_holds_through_judge() {
         let m = manifest();
         let subject = Subject { registry: "r.test", repo: "team/app", manifest: &m };
-        for (require, mode) in [("any", "enforce"), ("all", "enforce"), ("any", "audit"), ("all", "audit")] {
-            let t = two(&format!("require = {require:?}\nmode = {mode:?}\n"));
-            let p = &t.set.policies[0];
-            for (signers, any_allows, all_allows) in [
-                (vec![], false, false),
-                (vec![&t.a], true, false),
-                (vec![&t.b], true, false),
-                (vec![&t.a, &t.b], true, true),
-            ] {
-                let v = judge(p, &subject, &bundles_by(&signers), now());
-                let verified = if require == "any" { any_allows } else { all_allows };
-                let what = format!("require {require}, mode {mode}, {} signer(s)", signers.len());
-                // Audit allows everything, and vouches for nothing.
-                assert_eq!(v.is_allow(), verified || mode == "audit", "{what}: {v:?}");
-                assert_eq!(v.vouches(), verified && mode == "enforce", "{what}: {v:?}");
-                if !v.is_allow() {
-                    let Verdict::Deny { reason, .. } = &v else { unreachable!() };
-                    let why =
-                        if signers.is_empty() { "no cosign signature found" } else { "signature by an untrusted key" };
-                    assert!(reason.contains(why), "{what}: {reason}");
+        // `require` as written in TOML, and whether 0, 1 (a or b) or 2 signers satisfy it.
+        let table: [(&str, [bool; 3]); 4] = [
+            ("\"any\"", [false, true, true]),
+            ("\"all\"", [false, false, true]),
+            ("{ count = 1 }", [false, true, true]),
+            ("{ count = 2 }", [false, false, true]),
+        ];
+        for (require, allows) in table {
+            for mode in ["enforce", "audit"] {
+                let t = two(&format!("require = {require}\nmode = {mode:?}\n"));
+                let p = &t.set.policies[0];
+                for (signers, verified) in [
+                    (vec![], allows[0]),
+                    (vec![&t.a], allows[1]),
+                    (vec![&t.b], allows[1]),
+                    (vec![&t.a, &t.b], allows[2]),
+                ] {
+                    let v = judge(p, &subject, &bundles_by(&signers), now());
+                    let what = format!("require {require}, mode {mode}, {} signer(s)", signers.len());
+                    // Audit allows everything, and vouches for nothing.
+                    assert_eq!(v.is_allow(), verified || mode == "audit", "{what}: {v:?}");
+                    assert_eq!(v.vouches(), verified && mode == "enforce", "{what}: {v:?}");
+                    if !v.is_allow() {
+                        let Verdict::Deny { reason, .. } = &v else { unreachable!() };
+                        let why = if signers.is_empty() {
+                            "no cosign signature found"
+                        } else {
+                            "signature by an untrusted key"
+                        };
+                        assert!(reason.contains(why), "{what}: {reason}");
+                        if require.contains("count") {
+                            let prefix =
+                                format!("require = {require} and {} distinct authorities verified", signers.len());
+                            assert!(reason.starts_with(&prefix), "{what}: {reason}");
+                        }
+                    }
                 }
             }
         }

@@ -402,6 +402,60 @@ scope = ["r.test/team-a/**"]
         assert!(s.select("other.test", "team-a/api").is_none());
     }
 
+    /// An excluded repository is as if the policy did not list it: the next most specific
+    /// policy decides, and with none left, nothing does (refuse).
+    #[test]
+    fn an_excluded_repository_falls_to_the_next_matching_policy_or_to_none() {
+        let s = set(r#"
+[[policy]]
+name = "broad"
+scope = ["r.test/**"]
+mode = "audit"
+[[policy]]
+name = "team"
+scope = ["r.test/team-a/**"]
+exclude = ["r.test/team-a/sandbox/**", "r.test/team-a/tmp-*"]
+"#);
+        assert_eq!(s.select("r.test", "team-a/api").unwrap().name, "team");
+        assert_eq!(s.select("r.test", "team-a/sandbox/tool").unwrap().name, "broad");
+        assert_eq!(s.select("r.test", "team-a/tmp-1").unwrap().name, "broad");
+        assert_eq!(s.select("r.test", "team-a/tmp-1/x").unwrap().name, "team", "* stays in one segment");
+        let s = set(
+            "[[policy]]\nname = \"team\"\nscope = [\"r.test/team-a/**\"]\nexclude = [\"r.test/team-a/sandbox/**\"]\n",
+        );
+        assert!(s.select("r.test", "team-a/sandbox/tool").is_none());
+        // An exclusion applies to its own policy only, however specific the other is.
+        let s = set(r#"
+[[policy]]
+name = "exact"
+scope = ["r.test/team-a/sandbox/tool"]
+[[policy]]
+name = "team"
+scope = ["r.test/team-a/**"]
+exclude = ["r.test/team-a/sandbox/**"]
+"#);
+        assert_eq!(s.select("r.test", "team-a/sandbox/tool").unwrap().name, "exact");
+    }
+
+    #[test]
+    fn a_count_no_authority_list_can_meet_or_a_bad_exclude_is_a_problem() {
+        let text = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://127.0.0.1:1\"\n\
+                    dangerous_plain_http = true\n[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nnotation = false\n\
+                    require = { count = 2 }\nexclude = [\"r.test/[\"]\n";
+        let c = Checker::new(std::path::Path::new("/nonexistent/sigmirror.toml"));
+        let (_, section, mut c) = crate::config::Config::from_str(text, c).unwrap();
+        PolicySet::build(&section, &mut c);
+        let got: Vec<(&str, &str)> = c.problems.iter().map(|p| (p.key.as_str(), p.message.as_str())).collect();
+        assert!(got.iter().any(|(k, _)| *k == "policy[0].exclude[0]"), "{got:?}");
+        assert!(
+            got.contains(&(
+                "policy[0].require.count",
+                "is 2, but the policy lists 0 authorities, so it could never be met as meant"
+            )),
+            "{got:?}"
+        );
+    }
+
     #[test]
     fn single_star_stays_inside_one_path_segment() {
         let s = set("[[policy]]\nname = \"one\"\nscope = [\"r.test/team/*\"]\n");
