@@ -406,34 +406,16 @@ scope = ["r.test/team-a/**"]
     /// policy decides, and with none left, nothing does (refuse).
     #[test]
     fn an_excluded_repository_falls_to_the_next_matching_policy_or_to_none() {
-        let s = set(r#"
-[[policy]]
-name = "broad"
-scope = ["r.test/**"]
-mode = "audit"
-[[policy]]
-name = "team"
-scope = ["r.test/team-a/**"]
-exclude = ["r.test/team-a/sandbox/**", "r.test/team-a/tmp-*"]
-"#);
+        let team = "[[policy]]\nname = \"team\"\nscope = [\"r.test/team-a/**\"]\n\
+                    exclude = [\"r.test/team-a/sandbox/**\", \"r.test/team-a/tmp-*\"]\n";
+        let s = set(&format!("[[policy]]\nname = \"broad\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n{team}"));
         assert_eq!(s.select("r.test", "team-a/api").unwrap().name, "team");
         assert_eq!(s.select("r.test", "team-a/sandbox/tool").unwrap().name, "broad");
         assert_eq!(s.select("r.test", "team-a/tmp-1").unwrap().name, "broad");
         assert_eq!(s.select("r.test", "team-a/tmp-1/x").unwrap().name, "team", "* stays in one segment");
-        let s = set(
-            "[[policy]]\nname = \"team\"\nscope = [\"r.test/team-a/**\"]\nexclude = [\"r.test/team-a/sandbox/**\"]\n",
-        );
-        assert!(s.select("r.test", "team-a/sandbox/tool").is_none());
+        assert!(set(team).select("r.test", "team-a/sandbox/tool").is_none());
         // An exclusion applies to its own policy only, however specific the other is.
-        let s = set(r#"
-[[policy]]
-name = "exact"
-scope = ["r.test/team-a/sandbox/tool"]
-[[policy]]
-name = "team"
-scope = ["r.test/team-a/**"]
-exclude = ["r.test/team-a/sandbox/**"]
-"#);
+        let s = set(&format!("{team}[[policy]]\nname = \"exact\"\nscope = [\"r.test/team-a/sandbox/tool\"]\n"));
         assert_eq!(s.select("r.test", "team-a/sandbox/tool").unwrap().name, "exact");
     }
 
