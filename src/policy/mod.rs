@@ -5,13 +5,17 @@
 //! When several policies match, the **most specific** wins: the one whose
 //! matching glob has the longest literal prefix (the characters before its
 //! first wildcard). On a tie, the policy listed first in the file wins.
-//! No matching policy means refuse.
+//! No matching policy means refuse. A policy's `exclude` globs take a name out
+//! of that policy alone, as if it had never listed it: the next most specific
+//! policy decides, or none does.
 //!
 //! A policy lists *authorities*: each cosign key, each cosign certificate
 //! entry, and Notation's trust policy count as one. With `require = "any"`
 //! (the default) one satisfied authority allows the image; with
-//! `require = "all"` every one must be satisfied. A policy with no authority
-//! refuses everything: an empty list never means "allow".
+//! `require = "all"` every one must be satisfied; with `require = { count = N }`
+//! at least N distinct signers. A policy with no authority refuses everything:
+//! an empty list never means "allow". Required attestations (`attestation`,
+//! with CEL conditions in `condition`) are judged on top of the signatures.
 //!
 //! A decision is gathering then judging: `evidence` fetches what the
 //! authorities need (the only I/O), `evaluate` turns it into a `Verdict`
