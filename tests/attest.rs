@@ -162,6 +162,9 @@ fn slsa_provenance_bundles_are_served_when_their_condition_holds_and_refused_whe
     assert!(m.logs().contains(&format!("attestations {PROVENANCE} by key release.pub")), "{}", m.logs());
     let want = format!("attestation {PROVENANCE} (condition `{WORKFLOW}`)");
     assert_refused(&get(&m, REPO, "forked"), &forked, &format!("{want}: condition is false"));
+    // The decision log says the same words.
+    let logged = format!("policy releases refused {NS}/{REPO}@{}: {want}: condition is false", forked.digest);
+    m.wait_for_log(&logged, std::time::Duration::from_secs(5));
     assert_refused(
         &get(&m, REPO, "bare"),
         &bare,
@@ -251,5 +254,36 @@ fn an_excluded_repository_is_as_if_the_policy_did_not_list_it() {
     assert_eq!(
         r.oci_error_message().unwrap(),
         format!("sigmirror refused {NS}/team-a/sandbox/tool:v1: no policy's scope matches {NS}/team-a/sandbox/tool")
+    );
+}
+
+#[test]
+fn a_count_threshold_is_met_by_two_distinct_signers_and_not_by_one() {
+    let registry = Registry::start();
+    let (a, b) = (signer("release-a"), signer("release-b"));
+    let reference = format!("{NS}/{REPO}");
+    let one = push_image(&registry.host, REPO, "one", "count-one");
+    signing::sign_and_push(&registry.host, REPO, &one.digest, &a.cosign, &reference);
+    let both = push_image(&registry.host, REPO, "both", "count-both");
+    let layers = vec![
+        signing::signed_layer(&both.digest, &a.cosign, &reference),
+        signing::signed_layer(&both.digest, &b.cosign, &reference),
+    ];
+    signing::push_layers(&registry.host, REPO, &both.digest, layers);
+
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::write(dir.path().join("a.pub"), &a.public_pem).unwrap();
+    fs::write(dir.path().join("b.pub"), &b.public_pem).unwrap();
+    let policy = format!(
+        "[[policy]]\nname = \"releases\"\nscope = [\"{NS}/team-a/**\"]\ncosign_keys = [\"a.pub\", \"b.pub\"]\n\
+         require = {{ count = 2 }}\n"
+    );
+    let m = Sigmirror::start_in(dir, &mirror_config(&registry.url(), &policy));
+    assert_served(&get(&m, REPO, "both"), &both, &m);
+    assert_refused(
+        &get(&m, REPO, "one"),
+        &one,
+        "require = { count = 2 } and 1 distinct authorities verified: key b.pub: signature by an untrusted key (or \
+         over an altered payload)",
     );
 }
