@@ -318,7 +318,8 @@ fn attestation_conditions_and_thresholds_are_checked_at_load() {
          [[policy.attestation]]\npredicate_type = \"slsaprovenance1\"\ncondition = 'predicate.builder =='\n\
          [[policy.attestation]]\npredicate_type = \"vuln\"\ncondition = 'predicates.x == 1'\n\
          [[policy.attestation]]\npredicate_type = \"sbom\"\n\
-         [[policy]]\nname = \"team-b\"\nscope = [\"r.test/b/**\"]\ncosign_keys = [\"k.pub\"]\nrequire = \"most\"\n"
+         [[policy]]\nname = \"team-b\"\nscope = [\"r.test/b/**\"]\ncosign_keys = [\"k.pub\"]\nrequire = \"most\"\n\
+         [[policy]]\nname = \"team-c\"\nscope = [\"r.test/c/**\"]\ncosign_keys = [\"k.pub\"]\nrequire = {{ count = 0 }}\n"
     );
     let (code, out) = check(dir.path(), &toml);
     assert_eq!(code, Some(1), "{out}");
@@ -330,6 +331,7 @@ fn attestation_conditions_and_thresholds_are_checked_at_load() {
             "policy[0].attestation[2].predicate_type: \"sbom\" is neither a predicate type URI nor a cosign --type name",
             "policy[0].require.count: is 3, but the policy lists 1 authorities",
             "policy[1].require:",
+            "policy[2].require.count: is 0, which would allow unsigned images",
         ],
     );
     assert!(out.contains("in policy \"team-a\""), "{out}");

@@ -286,11 +286,15 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
 
     if let Require::Count(n) = p.require {
         let listed = p.cosign_keys.len() + p.cosign_certificates.len() + usize::from(p.notation);
-        if n == 0 || n > listed {
+        let fix = "set count between 1 and the number of cosign keys, certificate entries and notation";
+        if n == 0 {
+            // Zero would allow what nothing verified: never load it.
+            c.problem(format!("policy[{i}].require.count"), "is 0, which would allow unsigned images", fix);
+        } else if n > listed {
             c.problem(
                 format!("policy[{i}].require.count"),
                 format!("is {n}, but the policy lists {listed} authorities, so it could never be met as meant"),
-                "set count between 1 and the number of cosign keys, certificate entries and notation",
+                fix,
             );
         }
     }
