@@ -28,6 +28,29 @@ use time::OffsetDateTime;
 /// The longest condition accepted: conditions are one-liners, and a refusal quotes them.
 pub const MAX_CONDITION_CHARS: usize = 4096;
 
+/// The deepest bracket nesting accepted.
+pub const MAX_NESTING: usize = 32;
+/// The stack a condition is compiled and evaluated on: address space, touched only as used.
+/// The parser takes ~64 KiB per bracket level in unoptimised builds.
+const CEL_STACK_BYTES: usize = 64 << 20;
+
+/// The deepest nesting of `(`, `[` and `{` in `source`, brackets inside string literals included
+/// (which only errs on the strict side).
+fn nesting(source: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// A compiled condition and the words it was written in.
 pub struct Condition {
     pub source: String,
@@ -53,11 +76,18 @@ impl Condition {
         if source.trim().is_empty() {
             return Err("is empty".into());
         }
+        // The parser recurses per nesting level, and a stack overflow cannot be caught: bound
+        // the nesting before parsing (real conditions nest a handful of levels).
+        if nesting(source) > MAX_NESTING {
+            return Err(format!("nests brackets more than {MAX_NESTING} deep"));
+        }
         let env = Arc::new(Env::stdlib());
         // The parser is recursive descent; bound what it is given above, and catch a panic
         // in it rather than take the config load down with it.
-        let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.compile(source)))
-            .map_err(|_| "could not be parsed (the CEL parser failed)".to_string())?;
+        let compiled = stacker::grow(CEL_STACK_BYTES, || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.compile(source)))
+        })
+        .map_err(|_| "could not be parsed (the CEL parser failed)".to_string())?;
         let program = compiled.map_err(|e| format!("is not valid CEL: {}", one_line(&e.to_string())))?;
         // Macro variables (`x` in `list.all(x, …)`) are bound by the macro; anything else that
         // is not one of ours is a typo such as `predicates`, better found now than at a pull.
@@ -77,7 +107,8 @@ impl Condition {
         let mut ctx = Context::with_env(self.env.clone());
         ctx.add_variable_from_value("predicate", from_json(predicate));
         ctx.add_variable_from_value("now", Value::Timestamp(timestamp(now)?));
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(&ctx))) {
+        let run = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(&ctx)));
+        match stacker::grow(CEL_STACK_BYTES, run) {
             Ok(Ok(Value::Bool(b))) => Ok(b),
             Ok(Ok(other)) => Err(format!("it gave {:?}, not a boolean", other.type_of())),
             Ok(Err(e)) => Err(one_line(&e.to_string())),
@@ -185,6 +216,26 @@ mod tests {
         );
         assert_eq!(Condition::compile("  ").unwrap_err(), "is empty");
         assert!(Condition::compile(&"1 == 1 && ".repeat(1000)).unwrap_err().starts_with("is longer than"));
+        let deep = format!("{}true{}", "(".repeat(2000), ")".repeat(2000));
+        assert_eq!(Condition::compile(&deep).unwrap_err(), "nests brackets more than 32 deep");
+        let ok = format!("{}true{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert!(Condition::compile(&ok).is_ok());
+    }
+
+    /// Long chains build deep trees; they compile and evaluate on the condition's own stack,
+    /// here from a test thread's 2 MiB one.
+    #[test]
+    fn the_longest_and_deepest_conditions_neither_overflow_nor_panic() {
+        let now = at("2026-01-01T00:00:00Z");
+        let sum = format!("{}1 == 1000", "1 + ".repeat(999));
+        assert!(sum.len() <= MAX_CONDITION_CHARS);
+        assert_eq!(Condition::compile(&sum).unwrap().evaluate(&json!({}), now), Ok(true));
+        let members = format!("predicate{} == 1", ".a".repeat(1000));
+        assert!(Condition::compile(&members).unwrap().evaluate(&json!({}), now).is_err());
+        let negations = format!("{}true", "!".repeat(4000));
+        assert_eq!(Condition::compile(&negations).unwrap().evaluate(&json!({}), now), Ok(true));
+        let deep = format!("{}true{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert_eq!(Condition::compile(&deep).unwrap().evaluate(&json!({}), now), Ok(true));
     }
 
     #[test]
