@@ -21,12 +21,15 @@
 //!
 //! Measured on this 2-core VM (2026-12-02, `--warm-up-time 1 --measurement-time 3`, load
 //! average 6 from other builds sharing the machine; criterion medians [95% interval]):
-//! - attestation/judge_kat_with_condition:  4.61 ms [4.41 .. 4.83 ms]
-//! - attestation/condition_only:            4.55 µs [4.29 .. 4.81 µs]
-//! - signature/verify_bundle_kat:           7.11 ms [6.80 .. 7.47 ms]
-//! - (cosign_verify's cosign/verify_layer, a keyed `.sig` signature, in the same run: 451 µs)
+//! - attestation/judge_kat_with_condition:  6.80 ms [6.54 .. 7.08 ms]
+//! - attestation/condition_only:            23.0 µs [20.8 .. 25.8 µs]
+//! - signature/verify_bundle_kat:           7.83 ms [7.25 .. 8.49 ms]
+//! - (cosign_verify's cosign/verify_layer, a keyed `.sig` signature, same day: 451 µs)
 //!
-//! So an attestation with its condition costs what a keyless signature bundle costs: the
+//! Before conditions ran on their own 64 MiB stack (`stacker`), condition_only was 4.6 µs and
+//! judge 4.6 ms in a quieter minute: the extra ~18 µs is the stack's mmap per evaluation, the
+//! price of no condition ever overflowing a worker's stack. Either way an attestation with its
+//! condition costs what a keyless signature bundle costs: the
 //! certificate chain and the Rekor proofs dominate, and the CEL condition is ~0.1% of it.
 
 use std::hint::black_box;
