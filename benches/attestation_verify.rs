@@ -30,7 +30,7 @@
 //! judge 4.6 ms in a quieter minute: the extra ~18 µs is the stack's mmap per evaluation, the
 //! price of no condition ever overflowing a worker's stack. Either way an attestation with its
 //! condition costs what a keyless signature bundle costs: the
-//! certificate chain and the Rekor proofs dominate, and the CEL condition is ~0.1% of it.
+//! certificate chain and the Rekor proofs dominate, and the CEL condition is well under 1% of it.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
