@@ -123,8 +123,9 @@ pub enum Mode {
     Audit,
 }
 
-/// How a policy combines its authorities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+/// How a policy combines its authorities: `"any"`, `"all"`, or
+/// `{ count = N }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Require {
     /// Any one satisfied authority allows the image.
@@ -132,6 +133,42 @@ pub enum Require {
     Any,
     /// Every configured authority must be satisfied.
     All,
+    /// At least this many distinct authorities must be satisfied (two
+    /// entries for the same key count once).
+    Count(usize),
+}
+
+/// By hand, because TOML writes the two shapes differently: a word
+/// (`require = "all"`) or a table (`require = { count = 2 }`).
+impl<'de> Deserialize<'de> for Require {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Require;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"any\", \"all\" or { count = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Require, E> {
+                match s {
+                    "any" => Ok(Require::Any),
+                    "all" => Ok(Require::All),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Require, A::Error> {
+                let mut count = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "count" if count.is_none() => count = Some(m.next_value::<usize>()?),
+                        "count" => return Err(serde::de::Error::duplicate_field("count")),
+                        other => return Err(serde::de::Error::unknown_field(other, &["count"])),
+                    }
+                }
+                count.map(Require::Count).ok_or_else(|| serde::de::Error::missing_field("count"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -147,6 +184,10 @@ pub enum OnTagMove {
 pub struct RawPolicy {
     pub name: String,
     pub scope: Vec<String>,
+    /// Globs over `<registry>/<repository>` this policy does not cover even
+    /// though a scope matches: as if the policy did not list them.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
@@ -180,6 +221,22 @@ pub struct RawPolicy {
     pub immutable_tags: Vec<String>,
     #[serde(default)]
     pub on_tag_move: OnTagMove,
+    /// `[[policy.attestation]]`: attestations the image must carry, beside
+    /// its signature.
+    #[serde(default)]
+    pub attestation: Vec<RawAttestation>,
+}
+
+/// One `[[policy.attestation]]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttestation {
+    /// A predicate type URI, or one of cosign's `--type` names
+    /// (`slsaprovenance`, `slsaprovenance1`, `spdxjson`, `cyclonedx`, `vuln`,
+    /// `custom`).
+    pub predicate_type: String,
+    /// A CEL expression over `predicate` and `now` that must be true.
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -502,6 +559,7 @@ pub struct PolicyConfig {
     pub index: usize,
     pub name: String,
     pub scope: Vec<String>,
+    pub exclude: Vec<String>,
     pub mode: Mode,
     pub require: Require,
     /// `Read` or `Unreadable`, in the order written.
@@ -516,6 +574,7 @@ pub struct PolicyConfig {
     pub notation: bool,
     pub immutable_tags: Vec<String>,
     pub on_tag_move: OnTagMove,
+    pub attestation: Vec<RawAttestation>,
     /// The table as written (paths, not file contents), serialised: the part
     /// of the policy fingerprint that the trust material does not cover.
     pub settings: Vec<u8>,
@@ -682,6 +741,7 @@ fn policy_config(i: usize, p: &RawPolicy, c: &mut Checker) -> PolicyConfig {
         index: i,
         name: p.name.clone(),
         scope: p.scope.clone(),
+        exclude: p.exclude.clone(),
         mode: p.mode,
         require: p.require,
         cosign_keys,
@@ -694,6 +754,7 @@ fn policy_config(i: usize, p: &RawPolicy, c: &mut Checker) -> PolicyConfig {
         notation: p.notation,
         immutable_tags: p.immutable_tags.clone(),
         on_tag_move: p.on_tag_move,
+        attestation: p.attestation.clone(),
         settings: serde_json::to_vec(p).unwrap_or_default(),
     }
 }

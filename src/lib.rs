@@ -7,8 +7,9 @@
 //! 2. **resolve the upstream** (`mirror::Mirror::upstream`): `ns` must name a
 //!    configured upstream, or nothing is contacted.
 //! 3. **scope guard** (`server::scope_guard`, `policy::PolicySet::select`):
-//!    the most specific policy governs the repository; none means refuse
-//!    before anything is asked upstream.
+//!    the most specific policy governs the repository (a policy's `exclude`
+//!    takes it out of that policy); none means refuse before anything is
+//!    asked upstream.
 //! 4. **immutable tags** (`pins::guard::TagGuard::resolve`): a pinned tag is
 //!    served from its pin; an unpinned one is pinned once it verifies.
 //! 5. **fetch the manifest** (`mirror::Mirror::pull`, `mirror::Mirror::resolve`,
@@ -22,8 +23,12 @@
 //! 6. **decide** (`mirror::Mirror::decide` → `policy::Policy::evaluate`):
 //!    signatures are found (cosign `.sig` tags, cosign v3 bundle referrers,
 //!    Notation referrers) and verified (`verify::cosign`, `verify::bundle`,
-//!    `verify::notation`) into a `Verdict`, cached per (registry, repository,
-//!    digest, policy fingerprint) in `cache::VerdictCache`.
+//!    `verify::notation`), combined by `require` (`policy::verdict`), then
+//!    required attestations (`.att` layers and bundle referrers) verified
+//!    (`verify::attestation`) and their CEL conditions evaluated
+//!    (`policy::attestation`, `policy::condition`) into a `Verdict`, cached
+//!    per (registry, repository, digest, policy fingerprint) in
+//!    `cache::VerdictCache`.
 //! 7. **respond** (`server::respond`, `response`): the manifest bytes as
 //!    upstream sent them, or a refusal through `audit::refuse`. Either way
 //!    `audit::log_decision` writes the decision's JSON audit line first;

@@ -82,6 +82,11 @@ impl Digest {
     pub fn cosign_signature_tag(&self) -> String {
         format!("sha256-{}.sig", self.hex())
     }
+
+    /// The tag under which `cosign attest` (before v3) stores attestations: `sha256-<hex>.att`.
+    pub fn cosign_attestation_tag(&self) -> String {
+        format!("sha256-{}.att", self.hex())
+    }
 }
 
 impl FromStr for Digest {

@@ -308,3 +308,36 @@ fn check_config_reports_a_bad_pin_store_and_pins_file_before_serve_would() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("pins_file") && out.contains("missing.json"), "{out}");
 }
+
+/// Attestation conditions are compiled when the config is loaded: a CEL
+/// syntax error, an unknown variable and an unknown predicate type are
+/// problems at their key, and so are a `require = { count }` no authority
+/// list can meet and a `require` that is neither word nor table.
+#[test]
+fn attestation_conditions_and_thresholds_are_checked_at_load() {
+    let dir = tempfile::TempDir::new().unwrap();
+    fs::write(dir.path().join("k.pub"), include_str!("vectors/cosign/containers-image/cosign.pub")).unwrap();
+    let toml = format!(
+        "{BASE}[[policy]]\nname = \"team-a\"\nscope = [\"r.test/**\"]\ncosign_keys = [\"k.pub\"]\n\
+         require = {{ count = 3 }}\n\
+         [[policy.attestation]]\npredicate_type = \"slsaprovenance1\"\ncondition = 'predicate.builder =='\n\
+         [[policy.attestation]]\npredicate_type = \"vuln\"\ncondition = 'predicates.x == 1'\n\
+         [[policy.attestation]]\npredicate_type = \"sbom\"\n\
+         [[policy]]\nname = \"team-b\"\nscope = [\"r.test/b/**\"]\ncosign_keys = [\"k.pub\"]\nrequire = \"most\"\n\
+         [[policy]]\nname = \"team-c\"\nscope = [\"r.test/c/**\"]\ncosign_keys = [\"k.pub\"]\nrequire = {{ count = 0 }}\n"
+    );
+    let (code, out) = check(dir.path(), &toml);
+    assert_eq!(code, Some(1), "{out}");
+    assert_contains_all(
+        &out,
+        &[
+            "policy[0].attestation[0].condition: is not valid CEL",
+            "policy[0].attestation[1].condition: names predicates, but only predicate and now are defined",
+            "policy[0].attestation[2].predicate_type: \"sbom\" is neither a predicate type URI nor a cosign --type name",
+            "policy[0].require.count: is 3, but the policy lists 1 authorities",
+            "policy[1].require:",
+            "policy[2].require.count: is 0, which would allow unsigned images",
+        ],
+    );
+    assert!(out.contains("in policy \"team-a\""), "{out}");
+}

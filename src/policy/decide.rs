@@ -29,6 +29,10 @@ impl Policy {
         if !self.cosign.is_empty() && tag.bundles_could_help() {
             ev.bundles = Some(evidence::bundles(reg, self.signature_repo(subject), digest).await?);
         }
+        if !self.attestations.is_empty() {
+            let wanted: Vec<&str> = self.attestations.iter().map(|a| a.predicate_type.as_str()).collect();
+            ev.attestations = Some(evidence::attestations(reg, self.signature_repo(subject), digest, &wanted).await?);
+        }
         if self.notation.is_some() {
             ev.notation = Some(evidence::notation(reg, subject.repo, digest).await?);
         }

@@ -13,6 +13,7 @@ use crate::verify::bundle;
 use crate::verify::cosign::{self, CosignAuthority, Refusal};
 use crate::verify::notation::{self, NotationVerifier};
 
+use super::attestation;
 use super::evidence::{CosignEvidence, Evidence, Found, NotationEvidence};
 use super::verdict::{combine, summarize, AuthorityResult, Satisfied, Scheme, Verdict};
 use super::{Policy, Subject};
@@ -76,7 +77,20 @@ fn verify(
     if let Some(n) = &policy.notation {
         results.push(notation_result(policy, n, subject, ev, now));
     }
-    combine(&policy.name, policy.require, results)
+    let verdict = combine(&policy.name, policy.require, results);
+    if policy.attestations.is_empty() {
+        return verdict;
+    }
+    // Attestations are judged only once the signatures allow: a refusal then keeps the
+    // signature's reason, which is the one to fix first.
+    let Verdict::Allow { policy: name, by, vouches, scheme, signer, would_refuse } = verdict else { return verdict };
+    let digest = &subject.manifest.digest;
+    match attestation::judge(&policy.attestations, &policy.cosign, ev.attestations.as_ref(), digest, now) {
+        Ok(attested) => {
+            Verdict::Allow { policy: name, by: format!("{by}; {attested}"), vouches, scheme, signer, would_refuse }
+        }
+        Err(reason) => Verdict::Deny { policy: Some(name), reason },
+    }
 }
 
 /// The cosign authorities' outcomes from the `.sig` tag alone: what tells
@@ -442,35 +456,52 @@ mod tests {
             signature_tag: Some(Found::Absent(format!("no tag sha256-{}.sig in team/app", &D[7..]))),
             bundles: Some(Found::Present(items)),
             notation: None,
+            attestations: None,
         }
     }
 
-    /// The any/all truth table, run through `judge` on hand-built evidence:
+    /// The any/all/count truth table, run through `judge` on hand-built evidence:
     /// which of the two keys signed, under each `require`, in each mode.
     #[test]
     fn the_combinator_truth_table_holds_through_judge() {
         let m = manifest();
         let subject = Subject { registry: "r.test", repo: "team/app", manifest: &m };
-        for (require, mode) in [("any", "enforce"), ("all", "enforce"), ("any", "audit"), ("all", "audit")] {
-            let t = two(&format!("require = {require:?}\nmode = {mode:?}\n"));
-            let p = &t.set.policies[0];
-            for (signers, any_allows, all_allows) in [
-                (vec![], false, false),
-                (vec![&t.a], true, false),
-                (vec![&t.b], true, false),
-                (vec![&t.a, &t.b], true, true),
-            ] {
-                let v = judge(p, &subject, &bundles_by(&signers), now());
-                let verified = if require == "any" { any_allows } else { all_allows };
-                let what = format!("require {require}, mode {mode}, {} signer(s)", signers.len());
-                // Audit allows everything, and vouches for nothing.
-                assert_eq!(v.is_allow(), verified || mode == "audit", "{what}: {v:?}");
-                assert_eq!(v.vouches(), verified && mode == "enforce", "{what}: {v:?}");
-                if !v.is_allow() {
-                    let Verdict::Deny { reason, .. } = &v else { unreachable!() };
-                    let why =
-                        if signers.is_empty() { "no cosign signature found" } else { "signature by an untrusted key" };
-                    assert!(reason.contains(why), "{what}: {reason}");
+        // `require` as written in TOML, and whether 0, 1 (a or b) or 2 signers satisfy it.
+        let table: [(&str, [bool; 3]); 4] = [
+            ("\"any\"", [false, true, true]),
+            ("\"all\"", [false, false, true]),
+            ("{ count = 1 }", [false, true, true]),
+            ("{ count = 2 }", [false, false, true]),
+        ];
+        for (require, allows) in table {
+            for mode in ["enforce", "audit"] {
+                let t = two(&format!("require = {require}\nmode = {mode:?}\n"));
+                let p = &t.set.policies[0];
+                for (signers, verified) in [
+                    (vec![], allows[0]),
+                    (vec![&t.a], allows[1]),
+                    (vec![&t.b], allows[1]),
+                    (vec![&t.a, &t.b], allows[2]),
+                ] {
+                    let v = judge(p, &subject, &bundles_by(&signers), now());
+                    let what = format!("require {require}, mode {mode}, {} signer(s)", signers.len());
+                    // Audit allows everything, and vouches for nothing.
+                    assert_eq!(v.is_allow(), verified || mode == "audit", "{what}: {v:?}");
+                    assert_eq!(v.vouches(), verified && mode == "enforce", "{what}: {v:?}");
+                    if !v.is_allow() {
+                        let Verdict::Deny { reason, .. } = &v else { unreachable!() };
+                        let why = if signers.is_empty() {
+                            "no cosign signature found"
+                        } else {
+                            "signature by an untrusted key"
+                        };
+                        assert!(reason.contains(why), "{what}: {reason}");
+                        if require.contains("count") {
+                            let prefix =
+                                format!("require = {require} and {} distinct authorities verified", signers.len());
+                            assert!(reason.starts_with(&prefix), "{what}: {reason}");
+                        }
+                    }
                 }
             }
         }
@@ -486,6 +517,7 @@ mod tests {
             signature_tag: Some(Found::Absent("no tag sha256-1.sig in team/app".into())),
             bundles: Some(Found::Absent("no sigstore bundle referrer".into())),
             notation: None,
+            attestations: None,
         };
         let v = judge(p, &subject, &ev, now());
         let Verdict::Deny { reason, .. } = v else { panic!("{v:?}") };
@@ -499,6 +531,7 @@ mod tests {
             signature_tag: Some(Found::Present(vec![CosignEvidence::Unusable("payload digest mismatch".into())])),
             bundles: None,
             notation: None,
+            attestations: None,
         };
         let v = judge(p, &subject, &ev, now());
         assert!(matches!(&v, Verdict::Deny { reason, .. } if reason.contains("payload digest mismatch")), "{v:?}");

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::oci::{media, Descriptor, Digest, ImageIndex, ImageManifest, ManifestRef};
 use crate::upstream::{Manifest, UpstreamClient, UpstreamError};
+use crate::verify::attestation::{self, Attestation};
 use crate::verify::bundle;
 use crate::verify::cosign::SignatureLayer;
 
@@ -125,6 +126,13 @@ pub enum NotationEvidence {
     Unusable(String),
 }
 
+/// One attestation found for an image, in either layout.
+pub enum AttestationEvidence {
+    Found(Attestation),
+    /// Something that claimed to be an attestation but could not be fetched or read.
+    Unusable(String),
+}
+
 /// Everything found for one image. `None` means "not looked up": bundles are
 /// only fetched when the `.sig` tag left an authority unsatisfied, and each
 /// kind only when the policy has an authority that reads it.
@@ -133,6 +141,8 @@ pub struct Evidence {
     pub signature_tag: Option<Found<Vec<CosignEvidence>>>,
     pub bundles: Option<Found<Vec<CosignEvidence>>>,
     pub notation: Option<Found<Vec<NotationEvidence>>>,
+    /// Looked up only when the policy requires attestations.
+    pub attestations: Option<Found<Vec<AttestationEvidence>>>,
 }
 
 /// The cosign signature layers of `digest` (format A: tag `sha256-<hex>.sig`
@@ -228,6 +238,97 @@ pub async fn bundles(
     Ok(Found::Present(evidence))
 }
 
+/// Attestations of `digest` whose (unsigned) predicate type hint is one of `wanted`, or that
+/// carry no hint: the layers of the `sha256-<hex>.att` tag in `sig_repo` (cosign before v3) and
+/// the Sigstore bundle referrers that are not image signatures (cosign v3). At most
+/// [`super::attestation::MAX_ATTESTATIONS`], each at most `attestation::MAX_ENVELOPE_BYTES`.
+pub async fn attestations(
+    reg: &impl Registry,
+    sig_repo: &str,
+    digest: &Digest,
+    wanted: &[&str],
+) -> Result<Found<Vec<AttestationEvidence>>, UpstreamError> {
+    let max = super::attestation::MAX_ATTESTATIONS;
+    let wanted_hint = |hint: Option<&String>| hint.is_none_or(|t| wanted.contains(&t.as_str()));
+    let mut found = Vec::new();
+    let mut absent = Vec::new();
+    let tag = ManifestRef::Tag(digest.cosign_attestation_tag());
+    let accept = format!("{},{}", media::OCI_MANIFEST, media::DOCKER_MANIFEST);
+    match reg.optional_manifest(sig_repo, &tag, &accept).await? {
+        None => absent.push(format!("no tag {tag} in {sig_repo}")),
+        Some(m) => match serde_json::from_slice::<ImageManifest>(&m.bytes) {
+            Err(e) => {
+                found.push(AttestationEvidence::Unusable(format!("attestation manifest {tag} is malformed: {e}")))
+            }
+            Ok(parsed) => {
+                for l in parsed.layers.into_iter().filter(|l| l.media_type == attestation::DSSE_MEDIA_TYPE) {
+                    let annotations = l.annotations.unwrap_or_default();
+                    if !wanted_hint(annotations.get(attestation::PREDICATE_TYPE_ANNOTATION)) {
+                        continue;
+                    }
+                    if found.len() == max {
+                        break;
+                    }
+                    found.push(att_layer(reg, sig_repo, &l.digest, l.size, annotations).await?);
+                }
+            }
+        },
+    }
+    let descriptors = match referrers(reg, sig_repo, digest, BUNDLE_ARTIFACT_TYPE, false).await? {
+        Read::Usable(d) => d,
+        Read::Unusable(reason) => {
+            found.push(AttestationEvidence::Unusable(reason));
+            Vec::new()
+        }
+    };
+    let mut bundles = 0;
+    for d in descriptors {
+        let hint = d.annotations.as_ref().and_then(|a| a.get(BUNDLE_PREDICATE_ANNOTATION));
+        if hint.is_some_and(|p| p == bundle::COSIGN_SIGN_PREDICATE) || !wanted_hint(hint) {
+            continue;
+        }
+        if found.len() == max {
+            break;
+        }
+        bundles += 1;
+        found.push(match referrer_blob(reg, sig_repo, &d, digest, &ATTESTATION_REFERRER).await? {
+            Read::Usable((_, json)) => AttestationEvidence::Found(Attestation::Bundle(json)),
+            Read::Unusable(reason) => AttestationEvidence::Unusable(format!("attestation bundle: {reason}")),
+        });
+    }
+    if bundles == 0 {
+        absent.push("no attestation bundle referrer".into());
+    }
+    if found.is_empty() {
+        return Ok(Found::Absent(absent.join("; ")));
+    }
+    Ok(Found::Present(found))
+}
+
+/// One `.att` layer's envelope, checked against its descriptor.
+async fn att_layer(
+    reg: &impl Registry,
+    repo: &str,
+    digest: &str,
+    size: u64,
+    annotations: std::collections::BTreeMap<String, String>,
+) -> Result<AttestationEvidence, UpstreamError> {
+    let unusable = |r: String| Ok(AttestationEvidence::Unusable(r));
+    let Ok(digest) = digest.parse::<Digest>() else {
+        return unusable(format!("attestation layer digest {digest:?} is invalid"));
+    };
+    let max = attestation::MAX_ENVELOPE_BYTES;
+    if size > max as u64 {
+        return unusable(format!("attestation {digest} is {size} bytes, more than {max}"));
+    }
+    match reg.small_blob(repo, &digest, max).await {
+        Ok(b) => Ok(AttestationEvidence::Found(Attestation::Layer { envelope: b.to_vec(), annotations })),
+        Err(UpstreamError::DigestMismatch { .. }) => unusable(format!("attestation digest mismatch for {digest}")),
+        Err(UpstreamError::NotFound) => unusable(format!("attestation {digest} is missing upstream")),
+        Err(e) => Err(e),
+    }
+}
+
 /// The Notation signatures of `digest` in `repo` (referrers API or tag
 /// index), each with its envelope, at most `MAX_NOTATION_SIGNATURES`.
 pub async fn notation(
@@ -318,6 +419,14 @@ const BUNDLE_REFERRER: ReferrerKind = ReferrerKind {
     kind_name: "sigstore bundle",
     layer_ok: |mt| mt.starts_with("application/vnd.dev.sigstore.bundle"),
     mismatch: |d| format!("bundle digest mismatch for {d}"),
+};
+
+/// An attestation bundle: a signature bundle with a predicate, so allowed to be larger.
+const ATTESTATION_REFERRER: ReferrerKind = ReferrerKind {
+    manifest: "referrer manifest",
+    blob: "bundle",
+    max_blob_bytes: attestation::MAX_ENVELOPE_BYTES,
+    ..BUNDLE_REFERRER
 };
 
 const NOTATION_REFERRER: ReferrerKind = ReferrerKind {

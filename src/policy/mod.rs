@@ -5,13 +5,17 @@
 //! When several policies match, the **most specific** wins: the one whose
 //! matching glob has the longest literal prefix (the characters before its
 //! first wildcard). On a tie, the policy listed first in the file wins.
-//! No matching policy means refuse.
+//! No matching policy means refuse. A policy's `exclude` globs take a name out
+//! of that policy alone, as if it had never listed it: the next most specific
+//! policy decides, or none does.
 //!
 //! A policy lists *authorities*: each cosign key, each cosign certificate
 //! entry, and Notation's trust policy count as one. With `require = "any"`
 //! (the default) one satisfied authority allows the image; with
-//! `require = "all"` every one must be satisfied. A policy with no authority
-//! refuses everything: an empty list never means "allow".
+//! `require = "all"` every one must be satisfied; with `require = { count = N }`
+//! at least N distinct signers. A policy with no authority refuses everything:
+//! an empty list never means "allow". Required attestations (`attestation`,
+//! with CEL conditions in `condition`) are judged on top of the signatures.
 //!
 //! A decision is gathering then judging: `evidence` fetches what the
 //! authorities need (the only I/O), `evaluate` turns it into a `Verdict`
@@ -19,6 +23,8 @@
 //! (upstream down, timeout) are `Err`, so they are never mistaken for, or
 //! cached as, a denial.
 
+pub mod attestation;
+pub mod condition;
 mod decide;
 pub mod evaluate;
 pub mod evidence;
@@ -42,6 +48,8 @@ pub use verdict::{Scheme, Verdict};
 pub struct Policy {
     pub name: String,
     scope: Vec<(String, GlobMatcher)>,
+    /// `exclude`: names this policy does not cover although a scope matches.
+    exclude: Vec<GlobMatcher>,
     pub mode: Mode,
     pub require: Require,
     pub cosign: Vec<CosignAuthority>,
@@ -55,6 +63,8 @@ pub struct Policy {
     pub dangerous_accept_unbound_bundles: bool,
     pub immutable_tags: Vec<(bool, GlobMatcher)>,
     pub on_tag_move: OnTagMove,
+    /// `[[policy.attestation]]`: every one must be met, beside the signatures.
+    pub attestations: Vec<attestation::Requirement>,
     /// sha256 over the policy's settings and every byte of its trust
     /// material. Part of every verdict cache key, so editing either can never
     /// reuse an old verdict.
@@ -102,10 +112,16 @@ impl PolicySet {
     }
 
     /// The policy that governs `<registry>/<repo>`: the most specific match.
+    /// A policy whose `exclude` matches the name is passed over as if it did
+    /// not list it, so the next most specific policy decides, or none does
+    /// (refuse).
     pub fn select(&self, registry: &str, repo: &str) -> Option<&Policy> {
         let name = format!("{registry}/{repo}");
         let mut best: Option<(usize, &Policy)> = None;
         for p in &self.policies {
+            if p.exclude.iter().any(|m| m.is_match(&name)) {
+                continue;
+            }
             for (pattern, m) in &p.scope {
                 if m.is_match(&name) {
                     let specificity = literal_prefix_len(pattern);
@@ -246,6 +262,17 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
             ),
         }
     }
+    let mut exclude = Vec::new();
+    for (j, s) in p.exclude.iter().enumerate() {
+        match glob(s) {
+            Ok(m) => exclude.push(m),
+            Err(e) => c.problem(
+                format!("policy[{i}].exclude[{j}]"),
+                format!("{s:?} is not a glob: {e}"),
+                "use *, ** and ? wildcards, like \"ghcr.io/acme/sandbox/**\"",
+            ),
+        }
+    }
     let mut immutable_tags = Vec::new();
     for (j, t) in p.immutable_tags.iter().enumerate() {
         let (negated, pat) = match t.strip_prefix('!') {
@@ -272,6 +299,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         }
     }
     let cosign = CosignAuthority::from_policy(p, c);
+    let attestations = attestation::requirements(p, c);
     if p.notation && notation.is_none() {
         c.problem(
             format!("policy[{i}].notation"),
@@ -297,6 +325,21 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         );
     }
 
+    if let Require::Count(n) = p.require {
+        let listed = p.cosign_keys.len() + p.cosign_certificates.len() + usize::from(p.notation);
+        let fix = "set count between 1 and the number of cosign keys, certificate entries and notation";
+        if n == 0 {
+            // Zero would allow what nothing verified: never load it.
+            c.problem(format!("policy[{i}].require.count"), "is 0, which would allow unsigned images", fix);
+        } else if n > listed {
+            c.problem(
+                format!("policy[{i}].require.count"),
+                format!("is {n}, but the policy lists {listed} authorities, so it could never be met as meant"),
+                fix,
+            );
+        }
+    }
+
     let mut h = Sha256::new();
     h.update(&p.settings);
     for a in &cosign {
@@ -308,6 +351,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
     Policy {
         name: p.name.clone(),
         scope,
+        exclude,
         mode: p.mode,
         require: p.require,
         cosign,
@@ -318,6 +362,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
         immutable_tags,
         on_tag_move: p.on_tag_move,
+        attestations,
         fingerprint: h.finalize().into(),
     }
 }
@@ -439,6 +484,42 @@ scope = ["r.test/team-a/**"]
         assert_eq!(s.select("r.test", "team-a/web").unwrap().name, "team");
         assert_eq!(s.select("r.test", "team-a/api").unwrap().name, "exact");
         assert!(s.select("other.test", "team-a/api").is_none());
+    }
+
+    /// An excluded repository is as if the policy did not list it: the next most specific
+    /// policy decides, and with none left, nothing does (refuse).
+    #[test]
+    fn an_excluded_repository_falls_to_the_next_matching_policy_or_to_none() {
+        let team = "[[policy]]\nname = \"team\"\nscope = [\"r.test/team-a/**\"]\n\
+                    exclude = [\"r.test/team-a/sandbox/**\", \"r.test/team-a/tmp-*\"]\n";
+        let s = set(&format!("[[policy]]\nname = \"broad\"\nscope = [\"r.test/**\"]\nmode = \"audit\"\n{team}"));
+        assert_eq!(s.select("r.test", "team-a/api").unwrap().name, "team");
+        assert_eq!(s.select("r.test", "team-a/sandbox/tool").unwrap().name, "broad");
+        assert_eq!(s.select("r.test", "team-a/tmp-1").unwrap().name, "broad");
+        assert_eq!(s.select("r.test", "team-a/tmp-1/x").unwrap().name, "team", "* stays in one segment");
+        assert!(set(team).select("r.test", "team-a/sandbox/tool").is_none());
+        // An exclusion applies to its own policy only, however specific the other is.
+        let s = set(&format!("{team}[[policy]]\nname = \"exact\"\nscope = [\"r.test/team-a/sandbox/tool\"]\n"));
+        assert_eq!(s.select("r.test", "team-a/sandbox/tool").unwrap().name, "exact");
+    }
+
+    #[test]
+    fn a_count_no_authority_list_can_meet_or_a_bad_exclude_is_a_problem() {
+        let text = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[[upstream]]\nregistry = \"r.test\"\nurl = \"http://127.0.0.1:1\"\n\
+                    dangerous_plain_http = true\n[[policy]]\nname = \"p\"\nscope = [\"r.test/**\"]\nnotation = false\n\
+                    require = { count = 2 }\nexclude = [\"r.test/[\"]\n";
+        let c = Checker::new(std::path::Path::new("/nonexistent/sigmirror.toml"));
+        let (_, section, mut c) = crate::config::Config::from_str(text, c).unwrap();
+        PolicySet::build(&section, &mut c);
+        let got: Vec<(&str, &str)> = c.problems.iter().map(|p| (p.key.as_str(), p.message.as_str())).collect();
+        assert!(got.iter().any(|(k, _)| *k == "policy[0].exclude[0]"), "{got:?}");
+        assert!(
+            got.contains(&(
+                "policy[0].require.count",
+                "is 2, but the policy lists 0 authorities, so it could never be met as meant"
+            )),
+            "{got:?}"
+        );
     }
 
     #[test]

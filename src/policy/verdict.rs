@@ -113,11 +113,20 @@ pub fn combine(policy: &str, require: Require, results: Vec<AuthorityResult>) ->
             would_refuse: None,
         }
     };
+    // Distinct by who signed: two config entries for the same key are one authority.
+    let mut distinct: Vec<&str> = ok.iter().map(|s| s.signer.as_deref().unwrap_or(&s.by)).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
     match require {
         Require::Any if !ok.is_empty() => allow(", "),
         Require::All if failed.is_empty() => allow(" and "),
+        Require::Count(n) if distinct.len() >= n => allow(" and "),
         Require::Any => deny(summarize(&failed)),
         Require::All => deny(format!("require = \"all\" and {}", summarize(&failed))),
+        Require::Count(n) => {
+            let reasons = if failed.is_empty() { String::new() } else { format!(": {}", summarize(&failed)) };
+            deny(format!("require = {{ count = {n} }} and {} distinct authorities verified{reasons}", distinct.len()))
+        }
     }
 }
 
@@ -169,8 +178,33 @@ mod tests {
     }
 
     #[test]
+    fn count_needs_that_many_distinct_signers() {
+        let two = Require::Count(2);
+        assert!(combine("p", two, vec![ok("a"), ok("b")]).is_allow());
+        assert!(combine("p", two, vec![ok("a"), no("b"), ok("c")]).is_allow());
+        let v = combine("p", two, vec![ok("a"), no("key b: untrusted")]);
+        assert_eq!(
+            v,
+            Verdict::Deny {
+                policy: Some("p".into()),
+                reason: "require = { count = 2 } and 1 distinct authorities verified: key b: untrusted".into()
+            }
+        );
+        // The same key listed twice is one authority.
+        let same = |by: &str| Ok(Satisfied { by: by.into(), scheme: Scheme::Cosign, signer: Some("sha256:k".into()) });
+        let v = combine("p", two, vec![same("key a.pub"), same("key a-copy.pub")]);
+        assert_eq!(
+            v,
+            Verdict::Deny {
+                policy: Some("p".into()),
+                reason: "require = { count = 2 } and 1 distinct authorities verified".into()
+            }
+        );
+    }
+
+    #[test]
     fn an_empty_authority_list_fails_closed_for_any_and_all() {
-        for r in [Require::Any, Require::All] {
+        for r in [Require::Any, Require::All, Require::Count(1)] {
             let v = combine("p", r, vec![]);
             assert_eq!(
                 v,

@@ -86,7 +86,7 @@ const ACCEPTED_MEDIA_TYPES: [&str; 3] = [
 /// The predicate `cosign sign` (v3) signs; anything else is an attestation.
 pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
-const STATEMENT_TYPES: [&str; 2] = ["https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"];
+pub(crate) const STATEMENT_TYPES: [&str; 2] = ["https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"];
 
 /// Real bundles are 5–12 KiB (a certificate, a proof, a timestamp).
 pub const MAX_BUNDLE_BYTES: usize = 1 << 20;
@@ -158,18 +158,19 @@ struct CertificateChain {
     certificates: Vec<RawBytes>,
 }
 
+/// A DSSE envelope, as a bundle carries it and as a `.att` layer is (`verify::attestation`).
 #[derive(Deserialize)]
-struct Envelope {
-    payload: String,
+pub(crate) struct Envelope {
+    pub(crate) payload: String,
     #[serde(rename = "payloadType")]
-    payload_type: String,
+    pub(crate) payload_type: String,
     #[serde(default)]
-    signatures: Vec<EnvelopeSignature>,
+    pub(crate) signatures: Vec<EnvelopeSignature>,
 }
 
 #[derive(Deserialize)]
-struct EnvelopeSignature {
-    sig: String,
+pub(crate) struct EnvelopeSignature {
+    pub(crate) sig: String,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +190,15 @@ struct StatementSubject {
     #[serde(default)]
     digest: BTreeMap<String, String>,
 }
+
+/// How large a bundle and its statement may be. Image signatures are small; attestations carry a
+/// predicate (an SBOM, a scan report) and are allowed more (`verify::attestation`).
+pub(crate) struct EnvelopeLimits {
+    pub bundle: usize,
+    pub statement: usize,
+}
+
+const SIGNATURE_LIMITS: EnvelopeLimits = EnvelopeLimits { bundle: MAX_BUNDLE_BYTES, statement: MAX_STATEMENT_BYTES };
 
 /// Verifies one bundle against one authority.
 pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> Result<(), Refusal> {
@@ -215,17 +225,21 @@ pub fn verify_bundle_times(
     json: &[u8],
     exp: &Expectation,
 ) -> Result<Vec<VerifiedTime>, Refusal> {
-    let (times, statement) = verify_envelope(auth, json)?;
+    let (times, statement) = verify_envelope(auth, json, &SIGNATURE_LIMITS)?;
     check_statement(&statement, exp)?;
     Ok(times)
 }
 
 /// Checks 1 to 5: everything but the statement's claims. Returns the verified times and the
 /// authenticated statement bytes.
-fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedTime>, Vec<u8>), String> {
+pub(crate) fn verify_envelope(
+    auth: &CosignAuthority,
+    json: &[u8],
+    limits: &EnvelopeLimits,
+) -> Result<(Vec<VerifiedTime>, Vec<u8>), String> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    if json.len() > MAX_BUNDLE_BYTES {
-        return Err(format!("bundle is {} bytes, more than the {MAX_BUNDLE_BYTES} allowed", json.len()));
+    if json.len() > limits.bundle {
+        return Err(format!("bundle is {} bytes, more than the {} allowed", json.len(), limits.bundle));
     }
     let bundle: BundleJson = serde_json::from_slice(json).map_err(|e| format!("bundle is malformed: {e}"))?;
     if !ACCEPTED_MEDIA_TYPES.contains(&bundle.media_type.as_str()) {
@@ -245,8 +259,8 @@ fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedT
     if env.payload_type != IN_TOTO_PAYLOAD_TYPE {
         return Err(format!("DSSE payloadType {} is not {IN_TOTO_PAYLOAD_TYPE}", truncate(&env.payload_type, 100)));
     }
-    if env.payload.len() > MAX_STATEMENT_BYTES * 4 / 3 + 4 {
-        return Err(format!("DSSE payload is more than the {MAX_STATEMENT_BYTES} bytes allowed"));
+    if env.payload.len() > limits.statement * 4 / 3 + 4 {
+        return Err(format!("DSSE payload is more than the {} bytes allowed", limits.statement));
     }
     let payload = b64.decode(strip_whitespace(&env.payload)).map_err(|_| "DSSE payload is not valid base64")?;
     let [signature] = env.signatures.as_slice() else {

@@ -730,7 +730,9 @@ fn required_bundle(annotations: &BTreeMap<String, String>) -> Result<&str, Strin
         .ok_or_else(|| "signature has no Rekor bundle (dev.sigstore.cosign/bundle), but the policy requires one".into())
 }
 
-fn signature_certificates(annotations: &BTreeMap<String, String>) -> Result<(Certificate, Vec<Certificate>), String> {
+pub(crate) fn signature_certificates(
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Certificate, Vec<Certificate>), String> {
     let pem = annotations
         .get(ANNOTATION_CERTIFICATE)
         .filter(|s| !s.trim().is_empty())

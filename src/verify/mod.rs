@@ -8,6 +8,7 @@
 //! `x509` (one certificate parser, path builder and set of certificate rules,
 //! with a profile per ecosystem), `timestamp` (RFC 3161) and `der`.
 
+pub mod attestation;
 pub mod bundle;
 pub mod cosign;
 pub(crate) mod der;

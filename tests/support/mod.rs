@@ -15,6 +15,8 @@
 //!   process, for tests that only look at HTTP answers.
 //! - `containerd.rs`: [`Containerd`], a private containerd with its own root,
 //!   state and socket; [`hosts_dir`].
+//! - `referrers.rs`: [`attach_in`], Sigstore bundles pushed as OCI referrers
+//!   with the tag index; [`referrer`], [`index_of`].
 //! - `mock.rs`: [`MockUpstream`], a scripted registry for faults a real one
 //!   cannot produce; [`Reply`].
 //!
@@ -31,6 +33,7 @@ mod images;
 mod inprocess;
 mod mirror;
 mod mock;
+mod referrers;
 mod registry;
 
 // Not every test binary uses every part.
@@ -46,6 +49,8 @@ pub use inprocess::*;
 pub use mirror::*;
 #[allow(unused_imports)]
 pub use mock::*;
+#[allow(unused_imports)]
+pub use referrers::*;
 #[allow(unused_imports)]
 pub use registry::*;
 
