@@ -57,9 +57,11 @@
 //! * Without timestamp authorities (a `roots` PEM, or a trusted root that lists none) the
 //!   timestamps cannot be checked, so they are ignored and are not a time source. They are also
 //!   ignored for key authorities, which have no certificate to check at a time.
-//! * A timestamp is an additional time source, never a replacement: certificate bundles still
-//!   need a verified Rekor `integratedTime`, so bundles whose only time proof is a timestamp
-//!   (Rekor v2 entries have no SET) are refused.
+//! * A timestamp is an additional time source beside a Rekor v1 `integratedTime`. Rekor v2
+//!   entries (`hashedrekord`/`dsse` 0.0.2, from a tile log) carry an inclusion proof and a signed
+//!   checkpoint but no SET and no time, so for them the timestamps are the only time source:
+//!   at least one must verify with a timestamp authority of the trusted root, or the bundle is
+//!   refused. Key authorities have no timestamp authorities, so they refuse v2 entries.
 //! * `messageSignature` bundles (`cosign sign-blob`) and attestations are not image signatures.
 
 use std::collections::BTreeMap;
@@ -146,6 +148,14 @@ pub enum VerifiedTime {
     Rfc3161 { at: OffsetDateTime, authority: String },
 }
 
+impl VerifiedTime {
+    pub fn at(&self) -> OffsetDateTime {
+        match self {
+            VerifiedTime::Rekor(at) | VerifiedTime::Rfc3161 { at, .. } => *at,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RawBytes {
     #[serde(rename = "rawBytes")]
@@ -222,7 +232,7 @@ pub fn verify_bundle_times(
 
 /// Checks 1 to 5: everything but the statement's claims. Returns the verified times and the
 /// authenticated statement bytes.
-fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedTime>, Vec<u8>), String> {
+pub(super) fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedTime>, Vec<u8>), String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     if json.len() > MAX_BUNDLE_BYTES {
         return Err(format!("bundle is {} bytes, more than the {MAX_BUNDLE_BYTES} allowed", json.len()));
@@ -257,6 +267,7 @@ fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedT
     }
     let sig = b64.decode(strip_whitespace(&signature.sig)).map_err(|_| "DSSE signature is not valid base64")?;
     let signed = pae(&env.payload_type, &payload);
+    let env_signed = rekor::SignedEnvelope { payload: &payload, signed: &signed, signature: &sig };
     // Every accepted media type is v0.2 or later, which requires inclusion proofs.
     let require_proof = true;
     let mut times = Vec::new();
@@ -272,7 +283,11 @@ fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedT
                 }
             })?;
             if !rekor.is_empty() {
-                let t = logged_time(material, rekor, &payload, &sig, Signer::Key(key), require_proof)?;
+                let logged = logged_entry(material, rekor, &env_signed, Signer::Key(key), require_proof)?;
+                let t = logged.integrated_time.ok_or(
+                    "bundle's log entry is from a Rekor v2 log, which records no signing time, and key \
+                     authorities have no timestamp authority to prove one",
+                )?;
                 times.push(VerifiedTime::Rekor(rekor_time(t)?));
             }
         }
@@ -291,15 +306,38 @@ fn verify_envelope(auth: &CosignAuthority, json: &[u8]) -> Result<(Vec<VerifiedT
                             has none (set rekor_key, or use sigstore_trusted_root)"
                     .into());
             }
-            let t = logged_time(material, rekor, &payload, &sig, Signer::Certificate(&leaf), require_proof)?;
-            let at = rekor_time(t)?;
-            times.push(VerifiedTime::Rekor(at));
-            // Without timestamp authorities the timestamps cannot be checked: they are ignored
-            // and are not a time source (the Rekor time above still is).
-            if !tsa.is_empty() {
-                times.extend(timestamp_times(material, tsa, &sig)?);
+            let logged = logged_entry(material, rekor, &env_signed, Signer::Certificate(&leaf), require_proof)?;
+            match logged.integrated_time {
+                Some(t) => {
+                    times.push(VerifiedTime::Rekor(rekor_time(t)?));
+                    // Without timestamp authorities the timestamps cannot be checked: they are
+                    // ignored and are not a time source (the Rekor time above still is).
+                    if !tsa.is_empty() {
+                        times.extend(timestamp_times(material, tsa, &sig)?);
+                    }
+                }
+                // A Rekor v2 entry proves inclusion but no time: the timestamps are the only
+                // time sources, so at least one must verify, inside the log key's validity too.
+                None => {
+                    if tsa.is_empty() {
+                        return Err("bundle's log entry is from a Rekor v2 log, which records no signing time, \
+                                    and this authority has no timestamp authority to prove one (use a \
+                                    sigstore_trusted_root that lists timestampAuthorities)"
+                            .into());
+                    }
+                    let stamps = timestamp_times(material, tsa, &sig)?;
+                    if stamps.is_empty() {
+                        return Err("bundle's log entry is from a Rekor v2 log, which records no signing time, \
+                                    and the bundle has no RFC 3161 timestamp to prove one"
+                            .into());
+                    }
+                    for t in &stamps {
+                        logged.log.check_time(t.at())?;
+                    }
+                    times.extend(stamps);
+                }
             }
-            cosign::check_certificate(auth, &leaf, chain.clone(), at)?;
+            cosign::check_certificate(auth, &leaf, chain.clone(), times[0].at())?;
             // The certificate must also have been valid at every timestamp's genTime (as cosign
             // and sigstore-go check it; widening by the accuracy would refuse real bundles, whose
             // timestamp falls in the Fulcio certificate's first second).
@@ -400,15 +438,15 @@ fn bundle_certificates(m: &Material) -> Result<(Certificate, Vec<Certificate>), 
     Ok((leaf, certs))
 }
 
-/// The `integratedTime` of the first log entry that verifies and records this envelope.
-fn logged_time(
+/// The first log entry that verifies and records this envelope: a Rekor v1 `dsse` 0.0.1 entry
+/// (with its SET time), or a Rekor v2 `hashedrekord`/`dsse` 0.0.2 entry (no time).
+fn logged_entry(
     m: &Material,
     keys: &[RekorKey],
-    payload: &[u8],
-    sig: &[u8],
+    env: &rekor::SignedEnvelope<'_>,
     signer: Signer<'_>,
     require_proof: bool,
-) -> Result<i64, String> {
+) -> Result<rekor::LoggedEntry, String> {
     if m.tlog_entries.is_empty() {
         return Err("bundle has no transparency-log entry, but the policy requires one (Rekor)".into());
     }
@@ -420,10 +458,16 @@ fn logged_time(
     }
     let mut reasons: Vec<String> = Vec::new();
     for entry in &m.tlog_entries {
-        let checked = rekor::verify_tlog_entry(entry, keys, require_proof)
-            .and_then(|logged| rekor::check_dsse_body(&logged, payload, sig, signer).map(|()| logged.integrated_time));
+        let checked = rekor::verify_tlog_entry(entry, keys, require_proof).and_then(|logged| {
+            if logged.integrated_time.is_none() {
+                rekor::check_v2_body(&logged, env, signer)?;
+            } else {
+                rekor::check_dsse_body(&logged, env.payload, env.signature, signer)?;
+            }
+            Ok(logged)
+        });
         match checked {
-            Ok(t) => return Ok(t),
+            Ok(logged) => return Ok(logged),
             Err(r) if !reasons.contains(&r) => reasons.push(r),
             Err(_) => {}
         }
