@@ -203,11 +203,10 @@ fn the_real_rekor_v2_hashedrekord_entry_binds_to_its_artifact() {
     assert!(check_v2_body(&logged, &env, Signer::Certificate(&cert)).is_ok());
     // The key verifies the signature over the artifact, so the bytes are what was signed.
     assert!(cert.public_key().expect("key").verify_cosign(&artifact, &sig).is_ok());
-    // An entry claiming another log, or a log key the root does not hold, is not trusted.
-    let mut forged = e.clone();
-    let mut v = serde_json::to_value(&b["verificationMaterial"]["tlogEntries"][0]).expect("v");
+    // An entry naming a log the trusted root does not hold is not trusted.
+    let mut v = b["verificationMaterial"]["tlogEntries"][0].clone();
     v["logId"]["keyId"] = Value::String(b64.encode([7u8; 32]));
-    forged = serde_json::from_value(v).unwrap_or(forged);
+    let forged: TlogEntry = serde_json::from_value(v).expect("entry");
     let err = verify_tlog_entry(&forged, &tr.rekor_keys, true).unwrap_err();
     assert!(err.ends_with("which is not a trusted Rekor key"), "{err}");
 }
@@ -221,4 +220,39 @@ fn the_real_no_timestamp_vector_has_a_valid_entry_but_no_time() {
     let tr = parse_sigstore_trusted_root("tr", &read("rekor2-happy-path/trusted_root.json")).expect("trusted root");
     let e: TlogEntry = serde_json::from_value(b["verificationMaterial"]["tlogEntries"][0].clone()).expect("entry");
     assert_eq!(verify_tlog_entry(&e, &tr.rekor_keys, true).expect("entry").integrated_time, None);
+}
+
+#[test]
+fn a_rekor_v2_entry_without_its_proof_or_checkpoint_is_refused() {
+    let mut b = bundle(DSSE);
+    entry(&mut b)["inclusionProof"].as_object_mut().expect("proof").remove("checkpoint");
+    assert_eq!(envelope(&b), Err("Rekor v2 tlog entry has no signed checkpoint".into()));
+    let mut b = bundle(DSSE);
+    entry(&mut b).as_object_mut().expect("entry").remove("inclusionProof");
+    assert_eq!(envelope(&b), Err("Rekor v2 tlog entry has no inclusionProof".into()));
+    // An entry that is neither v1 with a SET nor v2 is refused, whatever it proves.
+    let mut b = bundle(DSSE);
+    entry(&mut b)["kindVersion"]["version"] = Value::String("0.0.1".into());
+    assert_eq!(
+        envelope(&b),
+        Err("tlog entry has no inclusionPromise (SET) and is not a Rekor v2 (0.0.2) entry".into())
+    );
+}
+
+#[test]
+fn a_rekor_v2_entry_outside_its_log_key_validity_is_refused() {
+    // The log key of tlogs[3] starts later than the timestamp: its checkpoint is not trusted then.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut tr: Value = serde_json::from_slice(&read(&format!("{DSSE}/trusted_root.json"))).expect("json");
+    tr["tlogs"][3]["publicKey"]["validFor"] = serde_json::json!({"start": "2026-06-01T00:00:00Z"});
+    std::fs::write(dir.path().join("tr.json"), tr.to_string()).expect("write");
+    let fragment = format!(
+        "[[cosign_certificates]]\nsigstore_trusted_root = \"tr.json\"\nidentity = {IDENTITY:?}\nissuer = {ISSUER:?}"
+    );
+    let (p, mut c) = crate::config::policy_fragment(dir.path(), &fragment);
+    let auth = CosignAuthority::from_policy(&p, &mut c).remove(0);
+    assert_eq!(
+        verify_envelope(&auth, &serde_json::to_vec(&bundle(DSSE)).expect("json")).map(|_| ()),
+        Err("Rekor entry time 2026-05-13T19:23:33Z is outside the validity of tr.json tlogs[3]".into())
+    );
 }
