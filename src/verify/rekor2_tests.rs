@@ -256,3 +256,55 @@ fn a_rekor_v2_entry_outside_its_log_key_validity_is_refused() {
         Err("Rekor entry time 2026-05-13T19:23:33Z is outside the validity of tr.json tlogs[3]".into())
     );
 }
+
+/// The entry of a vector bundle, checked against its (shared) trusted root.
+fn tlog_outcome(dir: &str, root_dir: &str) -> Result<(), String> {
+    let b = bundle(dir);
+    let tr = parse_sigstore_trusted_root("tr", &read(&format!("{root_dir}/trusted_root.json"))).expect("trusted root");
+    let e: TlogEntry = serde_json::from_value(b["verificationMaterial"]["tlogEntries"][0].clone()).expect("entry");
+    verify_tlog_entry(&e, &tr.rekor_keys, true).map(|_| ())
+}
+
+#[test]
+fn the_conformance_checkpoint_and_proof_vectors_give_their_expected_outcomes() {
+    // Upstream's expectation is in the name (`_fail`: must be refused); the reason is ours.
+    let root = "rekor2-happy-path";
+    let signature = Err("tlog checkpoint signature does not verify with tr tlogs[1]".to_string());
+    let short = Err("tlog checkpoint has fewer than three lines".to_string());
+    let cases = [
+        ("rekor2-happy-path", Ok(())),
+        ("rekor2-no-timestamp_fail", Ok(())), // refused by `bundle` for its missing timestamp
+        ("rekor2-checkpoint-cosigned", Ok(())),
+        ("rekor2-checkpoint-multiple-cosigs", Ok(())),
+        ("rekor2-checkpoint-origin-not-first", Ok(())),
+        ("rekor2-checkpoint-two-sigs-cosigned", Ok(())),
+        ("rekor2-checkpoint-two-sigs-from-origin", Ok(())),
+        ("rekor2-checkpoint-missing-log-signature_fail", signature.clone()),
+        ("rekor2-checkpoint-no-matching-signature_fail", signature),
+        ("rekor2-checkpoint-missing-origin_fail", short.clone()),
+        ("rekor2-checkpoint-missing-root-hash_fail", short.clone()),
+        ("rekor2-checkpoint-missing-size_fail", short),
+        ("rekor2-no-inclusion-proof_fail", Err("Rekor v2 tlog entry has no inclusionProof".into())),
+    ];
+    for (dir, expected) in cases {
+        assert_eq!(tlog_outcome(dir, root), expected, "{dir}");
+    }
+}
+
+#[test]
+fn the_conformance_dsse_vectors_give_their_expected_outcomes() {
+    let cases = [
+        (DSSE, Ok(())),
+        (
+            "rekor2-dsse-invalid-sig_fail",
+            Err("signature does not verify with its certificate's key (payload altered?)"),
+        ),
+        ("rekor2-dsse-mismatch-envelope_fail", Err("Rekor entry is for another payload (payload hash mismatch)")),
+        ("rekor2-dsse-mismatch-sig_fail", Err("Rekor entry records a different signature")),
+    ];
+    for (dir, expected) in cases {
+        assert_eq!(envelope(&bundle(dir)).map(|_| ()), expected.map_err(String::from), "{dir}");
+        // Every entry is itself a valid log entry: what fails is its binding to the envelope.
+        assert_eq!(tlog_outcome(dir, DSSE), Ok(()), "{dir}");
+    }
+}
