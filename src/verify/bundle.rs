@@ -1376,6 +1376,65 @@ pub(crate) mod tests {
         assert!(err.ends_with("which is not a trusted Rekor key"), "{err}");
     }
 
+    /// A Rekor v2 entry body for `payload`/`sig` by `signer_der` (SPKI): `hashedrekord` over
+    /// PAE, or `dsse` over the payload, in the protojson form rekor-tiles logs.
+    fn v2_body(kind: &'static str, signer_der: Vec<u8>) -> impl Fn(&[u8], &[u8]) -> Value {
+        move |payload, sig| {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let signature = json!({"content": b64.encode(sig), "verifier": {
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256", "publicKey": {"rawBytes": b64.encode(&signer_der)}}});
+            let spec = if kind == "dsse" {
+                json!({"dsseV002": {"payloadHash": {"algorithm": "SHA2_256",
+                    "digest": b64.encode(Sha256::digest(payload))}, "signatures": [signature]}})
+            } else {
+                json!({"hashedRekordV002": {"data": {"algorithm": "SHA2_256",
+                    "digest": b64.encode(Sha256::digest(pae(IN_TOTO_PAYLOAD_TYPE, payload)))}, "signature": signature}})
+            };
+            json!({"apiVersion": "0.0.2", "kind": kind, "spec": spec})
+        }
+    }
+
+    /// Turns the v1 entry `make` wrote into a Rekor v2 one: no SET, no time, version 0.0.2.
+    fn as_v2(mut b: Value, kind: &str) -> Value {
+        let e = entry(&mut b).as_object_mut().unwrap();
+        e.remove("inclusionPromise");
+        e.remove("integratedTime");
+        e.insert("kindVersion".into(), json!({"kind": kind, "version": "0.0.2"}));
+        b
+    }
+
+    #[test]
+    fn a_key_authority_refuses_a_rekor_v2_entry_for_want_of_a_signing_time() {
+        let k = keys();
+        let auth = authority_in(k.dir.path(), "cosign_keys = [\"key.pub\"]\nrekor_keys = [\"rekor.pub\"]");
+        let payload = statement(OTHER, COSIGN_SIGN_PREDICATE);
+        let der = crate::verify::keys::PublicKey::P256(*k.signer.verifying_key()).spki_der();
+        let no_time = "bundle's log entry is from a Rekor v2 log, which records no signing time, and key \
+                       authorities have no timestamp authority to prove one";
+        for kind in ["hashedrekord", "dsse"] {
+            // The entry verifies and binds the envelope (proof, checkpoint, body): what is missing
+            // is a time, which only a timestamp authority could give.
+            let b = as_v2(make(&k.signer, &payload, Some(&k.log), v2_body(kind, der.clone())), kind);
+            assert_eq!(verify(&auth, &b, OTHER), Err(no_time.into()), "{kind}");
+            // A v2 entry logging another key is refused before that.
+            let other = crate::verify::keys::PublicKey::P256(
+                *p256::ecdsa::SigningKey::from_slice(&[2u8; 32]).unwrap().verifying_key(),
+            );
+            let b = as_v2(make(&k.signer, &payload, Some(&k.log), v2_body(kind, other.spki_der())), kind);
+            assert_eq!(
+                verify(&auth, &b, OTHER),
+                Err("Rekor entry records a different certificate or key than the signature's".into()),
+                "{kind}"
+            );
+        }
+        // A body of another kind than its kindVersion says.
+        let b = as_v2(make(&k.signer, &payload, Some(&k.log), v2_body("dsse", der)), "hashedrekord");
+        assert_eq!(
+            verify(&auth, &b, OTHER),
+            Err("tlog entry kindVersion hashedrekord 0.0.2 does not match its body (dsse 0.0.2)".into())
+        );
+    }
+
     #[test]
     fn pae_is_the_dsse_v1_encoding() {
         assert_eq!(pae("application/vnd.in-toto+json", b"{}"), b"DSSEv1 28 application/vnd.in-toto+json 2 {}".to_vec());
