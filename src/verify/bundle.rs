@@ -13,12 +13,16 @@
 //! 3. the transparency log, through `rekor`: a `dsse` 0.0.1 entry whose SET verifies with a trusted
 //!    Rekor key (chosen by logId), whose inclusion proof leads to its root hash and whose checkpoint
 //!    is signed by the same key, and whose body records this payload, this signature and this
-//!    signer. Certificate authorities always need one (its `integratedTime` is the signing time
-//!    the certificate is checked at); key authorities need one when they list Rekor keys;
+//!    signer; or a Rekor v2 `hashedrekord`/`dsse` 0.0.2 entry (no SET) whose inclusion proof and
+//!    checkpoint verify the same way and whose body records sha256(PAE) (hashedrekord) or the
+//!    payload hash (dsse), this signature and this signer. Certificate authorities always need one
+//!    (a v1 `integratedTime` is the signing time the certificate is checked at; a v2 entry has
+//!    none, see step 4); key authorities need one when they list Rekor keys, and refuse v2 entries;
 //! 4. for certificates, the RFC 3161 timestamps of `timestampVerificationData`, when the trusted
 //!    root lists timestamp authorities: every timestamp present must verify (its message imprint
 //!    is the hash of the DSSE signature bytes; the CMS check is notation's, `timestamp::verify`)
-//!    with one authority, inside that authority's `validFor`;
+//!    with one authority, inside that authority's `validFor`. With a Rekor v2 entry at least one
+//!    timestamp is required (and must fall in the log key's validity): it is the signing time;
 //! 5. for certificates, the chain, identity and issuer exactly as for format A
 //!    (`cosign::check_certificate`), at every verified time: the Rekor `integratedTime` and each
 //!    timestamp's `genTime`;

@@ -9,7 +9,9 @@
 //! Sigstore bundles (format C, `verify::bundle`) carry their log entries as `tlogEntries`
 //! ([`TlogEntry`]): the same SET over the same canonical JSON, plus an RFC 6962 inclusion proof and
 //! a signed checkpoint, which [`verify_tlog_entry`] checks too; [`check_dsse_body`] binds a `dsse`
-//! entry to the envelope being verified.
+//! entry to the envelope being verified. Rekor v2 (tile-backed) entries have no SET: the signed
+//! checkpoint is what the log vouches for, so it is required, and [`check_v2_body`] binds their
+//! `hashedrekord`/`dsse` 0.0.2 bodies; their time must come from an RFC 3161 timestamp.
 
 use base64::Engine as _;
 use serde::Deserialize;
