@@ -13,12 +13,16 @@
 //! 3. the transparency log, through `rekor`: a `dsse` 0.0.1 entry whose SET verifies with a trusted
 //!    Rekor key (chosen by logId), whose inclusion proof leads to its root hash and whose checkpoint
 //!    is signed by the same key, and whose body records this payload, this signature and this
-//!    signer. Certificate authorities always need one (its `integratedTime` is the signing time
-//!    the certificate is checked at); key authorities need one when they list Rekor keys;
+//!    signer; or a Rekor v2 `hashedrekord`/`dsse` 0.0.2 entry (no SET) whose inclusion proof and
+//!    checkpoint verify the same way and whose body records sha256(PAE) (hashedrekord) or the
+//!    payload hash (dsse), this signature and this signer. Certificate authorities always need one
+//!    (a v1 `integratedTime` is the signing time the certificate is checked at; a v2 entry has
+//!    none, see step 4); key authorities need one when they list Rekor keys, and refuse v2 entries;
 //! 4. for certificates, the RFC 3161 timestamps of `timestampVerificationData`, when the trusted
 //!    root lists timestamp authorities: every timestamp present must verify (its message imprint
 //!    is the hash of the DSSE signature bytes; the CMS check is notation's, `timestamp::verify`)
-//!    with one authority, inside that authority's `validFor`;
+//!    with one authority, inside that authority's `validFor`. With a Rekor v2 entry at least one
+//!    timestamp is required (and must fall in the log key's validity): it is the signing time;
 //! 5. for certificates, the chain, identity and issuer exactly as for format A
 //!    (`cosign::check_certificate`), at every verified time: the Rekor `integratedTime` and each
 //!    timestamp's `genTime`;
@@ -57,9 +61,11 @@
 //! * Without timestamp authorities (a `roots` PEM, or a trusted root that lists none) the
 //!   timestamps cannot be checked, so they are ignored and are not a time source. They are also
 //!   ignored for key authorities, which have no certificate to check at a time.
-//! * A timestamp is an additional time source, never a replacement: certificate bundles still
-//!   need a verified Rekor `integratedTime`, so bundles whose only time proof is a timestamp
-//!   (Rekor v2 entries have no SET) are refused.
+//! * A timestamp is an additional time source beside a Rekor v1 `integratedTime`. Rekor v2
+//!   entries (`hashedrekord`/`dsse` 0.0.2, from a tile log) carry an inclusion proof and a signed
+//!   checkpoint but no SET and no time, so for them the timestamps are the only time source:
+//!   at least one must verify with a timestamp authority of the trusted root, or the bundle is
+//!   refused. Key authorities have no timestamp authorities, so they refuse v2 entries.
 //! * `messageSignature` bundles (`cosign sign-blob`) and attestations are not image signatures.
 
 use std::collections::BTreeMap;
@@ -146,6 +152,14 @@ pub enum VerifiedTime {
     Rfc3161 { at: OffsetDateTime, authority: String },
 }
 
+impl VerifiedTime {
+    pub fn at(&self) -> OffsetDateTime {
+        match self {
+            VerifiedTime::Rekor(at) | VerifiedTime::Rfc3161 { at, .. } => *at,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RawBytes {
     #[serde(rename = "rawBytes")]
@@ -198,7 +212,8 @@ pub(crate) struct EnvelopeLimits {
     pub statement: usize,
 }
 
-const SIGNATURE_LIMITS: EnvelopeLimits = EnvelopeLimits { bundle: MAX_BUNDLE_BYTES, statement: MAX_STATEMENT_BYTES };
+pub(super) const SIGNATURE_LIMITS: EnvelopeLimits =
+    EnvelopeLimits { bundle: MAX_BUNDLE_BYTES, statement: MAX_STATEMENT_BYTES };
 
 /// Verifies one bundle against one authority.
 pub fn verify_bundle(auth: &CosignAuthority, json: &[u8], exp: &Expectation) -> Result<(), Refusal> {
@@ -271,6 +286,7 @@ pub(crate) fn verify_envelope(
     }
     let sig = b64.decode(strip_whitespace(&signature.sig)).map_err(|_| "DSSE signature is not valid base64")?;
     let signed = pae(&env.payload_type, &payload);
+    let env_signed = rekor::SignedEnvelope { payload: &payload, signed: &signed, signature: &sig };
     // Every accepted media type is v0.2 or later, which requires inclusion proofs.
     let require_proof = true;
     let mut times = Vec::new();
@@ -286,7 +302,11 @@ pub(crate) fn verify_envelope(
                 }
             })?;
             if !rekor.is_empty() {
-                let t = logged_time(material, rekor, &payload, &sig, Signer::Key(key), require_proof)?;
+                let logged = logged_entry(material, rekor, &env_signed, Signer::Key(key), require_proof)?;
+                let t = logged.integrated_time.ok_or(
+                    "bundle's log entry is from a Rekor v2 log, which records no signing time, and key \
+                     authorities have no timestamp authority to prove one",
+                )?;
                 times.push(VerifiedTime::Rekor(rekor_time(t)?));
             }
         }
@@ -305,15 +325,38 @@ pub(crate) fn verify_envelope(
                             has none (set rekor_key, or use sigstore_trusted_root)"
                     .into());
             }
-            let t = logged_time(material, rekor, &payload, &sig, Signer::Certificate(&leaf), require_proof)?;
-            let at = rekor_time(t)?;
-            times.push(VerifiedTime::Rekor(at));
-            // Without timestamp authorities the timestamps cannot be checked: they are ignored
-            // and are not a time source (the Rekor time above still is).
-            if !tsa.is_empty() {
-                times.extend(timestamp_times(material, tsa, &sig)?);
+            let logged = logged_entry(material, rekor, &env_signed, Signer::Certificate(&leaf), require_proof)?;
+            match logged.integrated_time {
+                Some(t) => {
+                    times.push(VerifiedTime::Rekor(rekor_time(t)?));
+                    // Without timestamp authorities the timestamps cannot be checked: they are
+                    // ignored and are not a time source (the Rekor time above still is).
+                    if !tsa.is_empty() {
+                        times.extend(timestamp_times(material, tsa, &sig)?);
+                    }
+                }
+                // A Rekor v2 entry proves inclusion but no time: the timestamps are the only
+                // time sources, so at least one must verify, inside the log key's validity too.
+                None => {
+                    if tsa.is_empty() {
+                        return Err("bundle's log entry is from a Rekor v2 log, which records no signing time, \
+                                    and this authority has no timestamp authority to prove one (use a \
+                                    sigstore_trusted_root that lists timestampAuthorities)"
+                            .into());
+                    }
+                    let stamps = timestamp_times(material, tsa, &sig)?;
+                    if stamps.is_empty() {
+                        return Err("bundle's log entry is from a Rekor v2 log, which records no signing time, \
+                                    and the bundle has no RFC 3161 timestamp to prove one"
+                            .into());
+                    }
+                    for t in &stamps {
+                        logged.log.check_time(t.at())?;
+                    }
+                    times.extend(stamps);
+                }
             }
-            cosign::check_certificate(auth, &leaf, chain.clone(), at)?;
+            cosign::check_certificate(auth, &leaf, chain.clone(), times[0].at())?;
             // The certificate must also have been valid at every timestamp's genTime (as cosign
             // and sigstore-go check it; widening by the accuracy would refuse real bundles, whose
             // timestamp falls in the Fulcio certificate's first second).
@@ -414,15 +457,15 @@ fn bundle_certificates(m: &Material) -> Result<(Certificate, Vec<Certificate>), 
     Ok((leaf, certs))
 }
 
-/// The `integratedTime` of the first log entry that verifies and records this envelope.
-fn logged_time(
+/// The first log entry that verifies and records this envelope: a Rekor v1 `dsse` 0.0.1 entry
+/// (with its SET time), or a Rekor v2 `hashedrekord`/`dsse` 0.0.2 entry (no time).
+fn logged_entry(
     m: &Material,
     keys: &[RekorKey],
-    payload: &[u8],
-    sig: &[u8],
+    env: &rekor::SignedEnvelope<'_>,
     signer: Signer<'_>,
     require_proof: bool,
-) -> Result<i64, String> {
+) -> Result<rekor::LoggedEntry, String> {
     if m.tlog_entries.is_empty() {
         return Err("bundle has no transparency-log entry, but the policy requires one (Rekor)".into());
     }
@@ -434,10 +477,16 @@ fn logged_time(
     }
     let mut reasons: Vec<String> = Vec::new();
     for entry in &m.tlog_entries {
-        let checked = rekor::verify_tlog_entry(entry, keys, require_proof)
-            .and_then(|logged| rekor::check_dsse_body(&logged, payload, sig, signer).map(|()| logged.integrated_time));
+        let checked = rekor::verify_tlog_entry(entry, keys, require_proof).and_then(|logged| {
+            if logged.integrated_time.is_none() {
+                rekor::check_v2_body(&logged, env, signer)?;
+            } else {
+                rekor::check_dsse_body(&logged, env.payload, env.signature, signer)?;
+            }
+            Ok(logged)
+        });
         match checked {
-            Ok(t) => return Ok(t),
+            Ok(logged) => return Ok(logged),
             Err(r) if !reasons.contains(&r) => reasons.push(r),
             Err(_) => {}
         }
@@ -1344,6 +1393,65 @@ pub(crate) mod tests {
         let b = make(&k.signer, &payload, Some(&rogue), honest_body(pem_of(&k.signer)));
         let err = verify(&auth, &b, OTHER).unwrap_err();
         assert!(err.ends_with("which is not a trusted Rekor key"), "{err}");
+    }
+
+    /// A Rekor v2 entry body for `payload`/`sig` by `signer_der` (SPKI): `hashedrekord` over
+    /// PAE, or `dsse` over the payload, in the protojson form rekor-tiles logs.
+    fn v2_body(kind: &'static str, signer_der: Vec<u8>) -> impl Fn(&[u8], &[u8]) -> Value {
+        move |payload, sig| {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let signature = json!({"content": b64.encode(sig), "verifier": {
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256", "publicKey": {"rawBytes": b64.encode(&signer_der)}}});
+            let spec = if kind == "dsse" {
+                json!({"dsseV002": {"payloadHash": {"algorithm": "SHA2_256",
+                    "digest": b64.encode(Sha256::digest(payload))}, "signatures": [signature]}})
+            } else {
+                json!({"hashedRekordV002": {"data": {"algorithm": "SHA2_256",
+                    "digest": b64.encode(Sha256::digest(pae(IN_TOTO_PAYLOAD_TYPE, payload)))}, "signature": signature}})
+            };
+            json!({"apiVersion": "0.0.2", "kind": kind, "spec": spec})
+        }
+    }
+
+    /// Turns the v1 entry `make` wrote into a Rekor v2 one: no SET, no time, version 0.0.2.
+    fn as_v2(mut b: Value, kind: &str) -> Value {
+        let e = entry(&mut b).as_object_mut().unwrap();
+        e.remove("inclusionPromise");
+        e.remove("integratedTime");
+        e.insert("kindVersion".into(), json!({"kind": kind, "version": "0.0.2"}));
+        b
+    }
+
+    #[test]
+    fn a_key_authority_refuses_a_rekor_v2_entry_for_want_of_a_signing_time() {
+        let k = keys();
+        let auth = authority_in(k.dir.path(), "cosign_keys = [\"key.pub\"]\nrekor_keys = [\"rekor.pub\"]");
+        let payload = statement(OTHER, COSIGN_SIGN_PREDICATE);
+        let der = crate::verify::keys::PublicKey::P256(*k.signer.verifying_key()).spki_der();
+        let no_time = "bundle's log entry is from a Rekor v2 log, which records no signing time, and key \
+                       authorities have no timestamp authority to prove one";
+        for kind in ["hashedrekord", "dsse"] {
+            // The entry verifies and binds the envelope (proof, checkpoint, body): what is missing
+            // is a time, which only a timestamp authority could give.
+            let b = as_v2(make(&k.signer, &payload, Some(&k.log), v2_body(kind, der.clone())), kind);
+            assert_eq!(verify(&auth, &b, OTHER), Err(no_time.into()), "{kind}");
+            // A v2 entry logging another key is refused before that.
+            let other = crate::verify::keys::PublicKey::P256(
+                *p256::ecdsa::SigningKey::from_slice(&[2u8; 32]).unwrap().verifying_key(),
+            );
+            let b = as_v2(make(&k.signer, &payload, Some(&k.log), v2_body(kind, other.spki_der())), kind);
+            assert_eq!(
+                verify(&auth, &b, OTHER),
+                Err("Rekor entry records a different certificate or key than the signature's".into()),
+                "{kind}"
+            );
+        }
+        // A body of another kind than its kindVersion says.
+        let b = as_v2(make(&k.signer, &payload, Some(&k.log), v2_body("dsse", der)), "hashedrekord");
+        assert_eq!(
+            verify(&auth, &b, OTHER),
+            Err("tlog entry kindVersion hashedrekord 0.0.2 does not match its body (dsse 0.0.2)".into())
+        );
     }
 
     #[test]

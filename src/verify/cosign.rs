@@ -434,6 +434,14 @@ struct TrRaw {
 struct TrTlog {
     #[serde(rename = "publicKey")]
     public_key: TrPublicKey,
+    #[serde(rename = "logId")]
+    log_id: Option<TrLogId>,
+}
+
+#[derive(Deserialize)]
+struct TrLogId {
+    #[serde(rename = "keyId")]
+    key_id: String,
 }
 
 #[derive(Deserialize)]
@@ -451,8 +459,8 @@ struct TrValidFor {
 }
 
 /// Parses a sigstore `trusted_root.json`: the Fulcio certificates of `certificateAuthorities`
-/// and the keys of `tlogs` with their validity windows. Ed25519 log keys (Rekor v2) are skipped
-/// because format A bundles are only signed by v1 logs.
+/// and the keys of `tlogs` with their validity windows and log IDs (ECDSA, RSA, and Ed25519 for
+/// Rekor v2 logs).
 pub fn parse_sigstore_trusted_root(name: &str, bytes: &[u8]) -> Result<TrustedRoot, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let tr: TrJson = serde_json::from_slice(bytes).map_err(|e| format!("is not a trusted_root.json: {e}"))?;
@@ -486,12 +494,21 @@ pub fn parse_sigstore_trusted_root(name: &str, bytes: &[u8]) -> Result<TrustedRo
             Some(v) => (time(&v.start, "tlog validFor.start")?, time(&v.end, "tlog validFor.end")?),
             None => (None, None),
         };
+        // Rekor v2 logs are named by their signed-note key ID rather than by sha256 of the key,
+        // so the stated logId is what entries and checkpoints must match.
+        let log_id = match &t.log_id {
+            Some(id) => Some(b64.decode(&id.key_id).map_err(|_| format!("tlogs[{i}] logId.keyId is not base64"))?),
+            None => None,
+        };
         if let Ok(k) = RekorKey::from_spki_der(format!("{name} tlogs[{i}]"), &der, from, until) {
-            rekor_keys.push(k);
+            rekor_keys.push(match &log_id {
+                Some(id) => k.with_log_id(id),
+                None => k,
+            });
         }
     }
     if rekor_keys.is_empty() {
-        return Err("lists no usable tlogs key (ECDSA or RSA)".into());
+        return Err("lists no usable tlogs key (ECDSA, RSA or Ed25519)".into());
     }
     if tr.timestamp_authorities.len() > MAX_TIMESTAMP_AUTHORITIES {
         return Err(format!("has more than {MAX_TIMESTAMP_AUTHORITIES} timestampAuthorities"));

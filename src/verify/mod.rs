@@ -15,5 +15,7 @@ pub(crate) mod der;
 pub mod keys;
 pub mod notation;
 pub mod rekor;
+#[cfg(test)]
+mod rekor2_tests;
 pub(crate) mod timestamp;
 pub mod x509;

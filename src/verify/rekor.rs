@@ -9,7 +9,9 @@
 //! Sigstore bundles (format C, `verify::bundle`) carry their log entries as `tlogEntries`
 //! ([`TlogEntry`]): the same SET over the same canonical JSON, plus an RFC 6962 inclusion proof and
 //! a signed checkpoint, which [`verify_tlog_entry`] checks too; [`check_dsse_body`] binds a `dsse`
-//! entry to the envelope being verified.
+//! entry to the envelope being verified. Rekor v2 (tile-backed) entries have no SET: the signed
+//! checkpoint is what the log vouches for, so it is required, and [`check_v2_body`] binds their
+//! `hashedrekord`/`dsse` 0.0.2 bodies; their time must come from an RFC 3161 timestamp.
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -27,9 +29,12 @@ const MAX_BUNDLE_BYTES: usize = 256 << 10;
 pub struct RekorKey {
     /// Where it came from, for messages: a file name or `trusted_root.json tlogs[0]`.
     pub name: String,
-    key: PublicKey,
+    key: LogKey,
     spki: Vec<u8>,
-    /// Lowercase hex sha256 of the DER SubjectPublicKeyInfo, as bundles name their log.
+    /// Lowercase hex of the ID bundles name their log by: sha256 of the DER SubjectPublicKeyInfo
+    /// for Rekor v1 logs, or the `logId` a trusted root states (Rekor v2 logs use the signed-note
+    /// key ID, sha256(origin || 0x0A || 0x01 || key)). Its first four bytes are the key hint of
+    /// the log's checkpoint signatures.
     log_id: String,
     valid_from: Option<OffsetDateTime>,
     valid_until: Option<OffsetDateTime>,
@@ -38,7 +43,7 @@ pub struct RekorKey {
 impl RekorKey {
     /// A key from a PEM `PUBLIC KEY` file such as `rekor.pub`; valid at any time.
     pub fn from_pem(name: impl Into<String>, pem: &[u8]) -> Result<RekorKey, String> {
-        let key = PublicKey::from_pem(pem)?;
+        let key = LogKey::Pki(PublicKey::from_pem(pem)?);
         let blocks = pem_blocks(pem, 16)?;
         let der = blocks.iter().find(|b| b.label == "PUBLIC KEY").map(|b| b.der.clone()).unwrap_or_default();
         Ok(RekorKey::new(name.into(), key, der, None, None))
@@ -51,13 +56,27 @@ impl RekorKey {
         valid_from: Option<OffsetDateTime>,
         valid_until: Option<OffsetDateTime>,
     ) -> Result<RekorKey, String> {
-        let key = PublicKey::from_spki_der(der)?;
+        let key = LogKey::from_spki_der(der)?;
         Ok(RekorKey::new(name.into(), key, der.to_vec(), valid_from, valid_until))
+    }
+
+    /// The same key, named by the log ID a trusted root states for it (`logId.keyId`).
+    pub fn with_log_id(mut self, log_id: &[u8]) -> RekorKey {
+        self.log_id = hex::encode(log_id);
+        self
+    }
+
+    /// Refuses a time outside the key's validity window.
+    pub fn check_time(&self, when: OffsetDateTime) -> Result<(), String> {
+        if self.valid_from.is_some_and(|f| when < f) || self.valid_until.is_some_and(|u| when > u) {
+            return Err(format!("Rekor entry time {} is outside the validity of {}", format_time(when), self.name));
+        }
+        Ok(())
     }
 
     fn new(
         name: String,
-        key: PublicKey,
+        key: LogKey,
         spki: Vec<u8>,
         valid_from: Option<OffsetDateTime>,
         valid_until: Option<OffsetDateTime>,
@@ -79,8 +98,48 @@ impl RekorKey {
     pub fn fingerprint(&self, h: &mut Sha256) {
         h.update((self.spki.len() as u64).to_be_bytes());
         h.update(&self.spki);
+        h.update(self.log_id.as_bytes());
         for t in [self.valid_from, self.valid_until] {
             h.update(t.map(|t| t.unix_timestamp()).unwrap_or(i64::MIN).to_be_bytes());
+        }
+    }
+}
+
+/// The verifier of a log key. Ed25519 (Rekor v2 logs) lives here rather than in [`PublicKey`]
+/// so that it is trusted for log checkpoints only, never as a signing key of an image.
+#[derive(Clone, Debug)]
+enum LogKey {
+    Pki(PublicKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl LogKey {
+    fn from_spki_der(der: &[u8]) -> Result<LogKey, String> {
+        use rsa::pkcs8::spki::SubjectPublicKeyInfoRef;
+        const OID_ED25519: &str = "1.3.101.112";
+        let spki = SubjectPublicKeyInfoRef::try_from(der).map_err(|_| "is not a DER SubjectPublicKeyInfo")?;
+        if spki.algorithm.oid.to_string() != OID_ED25519 {
+            return PublicKey::from_spki_der(der).map(LogKey::Pki);
+        }
+        let raw: &[u8; 32] = spki
+            .subject_public_key
+            .as_bytes()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("is a malformed Ed25519 key (not 32 bytes)")?;
+        ed25519_dalek::VerifyingKey::from_bytes(raw)
+            .map(LogKey::Ed25519)
+            .map_err(|_| "is an invalid Ed25519 key".into())
+    }
+
+    /// ECDSA/RSA as cosign signs (DER signatures); Ed25519 as a signed note does (64 raw bytes,
+    /// strict verification so a signature has one encoding).
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), String> {
+        match self {
+            LogKey::Pki(k) => k.verify_cosign(msg, sig),
+            LogKey::Ed25519(k) => {
+                let s = ed25519_dalek::Signature::from_slice(sig).map_err(|_| "signature is not 64 bytes")?;
+                k.verify_strict(msg, &s).map_err(|_| "signature does not verify".into())
+            }
         }
     }
 }
@@ -146,14 +205,12 @@ pub fn verify_cosign_bundle_for(
     let set =
         b64.decode(strip_whitespace(&bundle.set)).map_err(|_| "Rekor SignedEntryTimestamp is not valid base64")?;
     key.key
-        .verify_cosign(&canonical_payload(p), &set)
+        .verify(&canonical_payload(p), &set)
         .map_err(|_| format!("Rekor SignedEntryTimestamp does not verify with {}", key.name))?;
 
     let when = OffsetDateTime::from_unix_timestamp(p.integrated_time)
         .map_err(|_| format!("Rekor integratedTime {} is out of range", p.integrated_time))?;
-    if key.valid_from.is_some_and(|f| when < f) || key.valid_until.is_some_and(|u| when > u) {
-        return Err(format!("Rekor entry time {} is outside the validity of {}", format_time(when), key.name));
-    }
+    key.check_time(when)?;
 
     let body = b64.decode(p.body.as_bytes()).map_err(|_| "Rekor entry body is not valid base64")?;
     check_body(&body, payload, signature, signer)?;
@@ -243,19 +300,24 @@ fn check_body(body: &[u8], payload: &[u8], signature: &[u8], signer: Option<Sign
 
 /// The logged PEM is a certificate or a public key; compare what both sides can express.
 fn check_signer(pem: &[u8], signer: Signer<'_>) -> Result<(), String> {
-    const MISMATCH: &str = "Rekor entry records a different certificate or key than the signature's";
     let blocks = pem_blocks(pem, 4).map_err(|e| format!("Rekor entry key {e}"))?;
     let block = blocks.first().ok_or("Rekor entry key contains no PEM block")?;
-    let same = match (block.label.as_str(), signer) {
-        ("CERTIFICATE", Signer::Certificate(c)) => block.der == c.der,
+    check_signer_der(&block.label, &block.der, signer)
+}
+
+/// [`check_signer`] for a logged `CERTIFICATE` or `PUBLIC KEY` (SubjectPublicKeyInfo) in DER.
+fn check_signer_der(label: &str, der: &[u8], signer: Signer<'_>) -> Result<(), String> {
+    const MISMATCH: &str = "Rekor entry records a different certificate or key than the signature's";
+    let same = match (label, signer) {
+        ("CERTIFICATE", Signer::Certificate(c)) => der == c.der,
         ("CERTIFICATE", Signer::Key(k)) => {
-            let logged = Certificate::from_der(&block.der).map_err(|e| format!("Rekor entry certificate {e}"))?;
+            let logged = Certificate::from_der(der).map_err(|e| format!("Rekor entry certificate {e}"))?;
             logged.public_key().is_ok_and(|l| &l == k)
         }
         ("PUBLIC KEY", Signer::Certificate(c)) => {
-            PublicKey::from_spki_der(&block.der).is_ok_and(|l| c.public_key().is_ok_and(|k| k == l))
+            PublicKey::from_spki_der(der).is_ok_and(|l| c.public_key().is_ok_and(|k| k == l))
         }
-        ("PUBLIC KEY", Signer::Key(k)) => PublicKey::from_spki_der(&block.der).is_ok_and(|l| &l == k),
+        ("PUBLIC KEY", Signer::Key(k)) => PublicKey::from_spki_der(der).is_ok_and(|l| &l == k),
         (other, _) => {
             return Err(format!("Rekor entry key is a PEM {}, not a certificate or public key", truncate(other, 32)))
         }
@@ -273,6 +335,8 @@ pub(crate) fn strip_whitespace(s: &str) -> String {
 
 // ---- Sigstore bundle log entries (`verificationMaterial.tlogEntries[]`) ----
 
+/// The `kindVersion.version` (and body `apiVersion`) of Rekor v2 entries, hashedrekord and dsse.
+pub const REKOR_V2_VERSION: &str = "0.0.2";
 /// Log entries (and their bodies) in a bundle are a few KiB; the body embeds a certificate.
 const MAX_ENTRY_BODY_BYTES: usize = 256 << 10;
 /// A Merkle audit path for a tree of 2^64 leaves has 64 hashes.
@@ -354,10 +418,13 @@ fn de_int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 }
 
 /// What a verified log entry proves: the log recorded `body` at `integrated_time`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct LoggedEntry {
-    /// Unix seconds, covered by the SET.
-    pub integrated_time: i64,
+    /// Unix seconds, covered by the SET; `None` for a Rekor v2 entry, which has no time: the
+    /// caller must take one from a verified RFC 3161 timestamp and check it with `log`.
+    pub integrated_time: Option<i64>,
+    /// The trusted key that vouched for the entry.
+    pub log: RekorKey,
     /// The canonicalized entry body (JSON), covered by the SET and the inclusion proof.
     pub body: Vec<u8>,
     /// `kindVersion` as the bundle states it; the caller compares it with the body.
@@ -367,11 +434,12 @@ pub struct LoggedEntry {
 
 /// Verifies one bundle log entry offline against the trusted log keys:
 ///
-/// 1. the log is one of `keys` (by `logId.keyId`, the sha256 of the key's DER);
+/// 1. the log is one of `keys` (by `logId.keyId`, see [`RekorKey`]);
 /// 2. the SET (`inclusionPromise`) is that key's signature over the canonical JSON of body,
 ///    integratedTime, logID and logIndex, exactly as for format A bundles, and the time lies in
-///    the key's validity window. Entries without a SET (Rekor v2) are refused: their time would
-///    have to come from an RFC 3161 timestamp, which sigmirror does not verify;
+///    the key's validity window. A Rekor v2 entry (version 0.0.2) has no SET: it must carry an
+///    inclusion proof with a checkpoint, and comes back with no time (the caller needs an
+///    RFC 3161 timestamp);
 /// 3. the inclusion proof, when present (required with `require_proof`), leads from
 ///    sha256(0x00 || body) to `rootHash` by the RFC 9162 audit-path algorithm;
 /// 4. its checkpoint, when present, is a signed note by the same key naming that root and size.
@@ -391,40 +459,66 @@ pub fn verify_tlog_entry(entry: &TlogEntry, keys: &[RekorKey], require_proof: bo
         .decode(strip_whitespace(&entry.canonicalized_body))
         .map_err(|_| "tlog entry canonicalizedBody is not valid base64")?;
 
-    let promise = entry.inclusion_promise.as_ref().ok_or(
-        "tlog entry has no inclusionPromise (SET); entries without one (Rekor v2) need an RFC 3161 \
-         timestamp, which sigmirror does not verify",
-    )?;
-    let set = b64
-        .decode(strip_whitespace(&promise.signed_entry_timestamp))
-        .map_err(|_| "Rekor SignedEntryTimestamp is not valid base64")?;
-    // The SET covers the body as Rekor's API returns it: standard base64 of the same bytes.
-    let signed = BundlePayload {
-        body: b64.encode(&body),
-        integrated_time: entry.integrated_time,
-        log_index: entry.log_index,
-        log_id: log_id.clone(),
+    let integrated_time = match &entry.inclusion_promise {
+        Some(promise) => {
+            check_promise(promise, entry, &body, &log_id, key)?;
+            Some(entry.integrated_time)
+        }
+        // Rekor v2 (rekor-tiles) signs no entry timestamp: what it vouches for is its checkpoint,
+        // so the proof and checkpoint are required and the time must come from a timestamp.
+        None if entry.kind_version.version == REKOR_V2_VERSION => {
+            let proof = entry.inclusion_proof.as_ref().ok_or("Rekor v2 tlog entry has no inclusionProof")?;
+            if proof.checkpoint.is_none() {
+                return Err("Rekor v2 tlog entry has no signed checkpoint".into());
+            }
+            None
+        }
+        None => {
+            return Err(format!(
+                "tlog entry has no inclusionPromise (SET) and is not a Rekor v2 ({REKOR_V2_VERSION}) entry"
+            ))
+        }
     };
-    key.key
-        .verify_cosign(&canonical_payload(&signed), &set)
-        .map_err(|_| format!("Rekor SignedEntryTimestamp does not verify with {}", key.name))?;
-    let when = OffsetDateTime::from_unix_timestamp(entry.integrated_time)
-        .map_err(|_| format!("Rekor integratedTime {} is out of range", entry.integrated_time))?;
-    if key.valid_from.is_some_and(|f| when < f) || key.valid_until.is_some_and(|u| when > u) {
-        return Err(format!("Rekor entry time {} is outside the validity of {}", format_time(when), key.name));
-    }
-
     match &entry.inclusion_proof {
         Some(proof) => check_inclusion_proof(proof, &body, key)?,
         None if require_proof => return Err("tlog entry has no inclusionProof (required since bundle v0.2)".into()),
         None => {}
     }
     Ok(LoggedEntry {
-        integrated_time: entry.integrated_time,
+        integrated_time,
+        log: key.clone(),
         body,
         kind: entry.kind_version.kind.clone(),
         version: entry.kind_version.version.clone(),
     })
+}
+
+/// A Rekor v1 SET: the log key's signature over the canonical JSON of body, integratedTime,
+/// logID and logIndex (exactly as for format A bundles), at a time inside the key's validity.
+fn check_promise(
+    promise: &TlogPromise,
+    entry: &TlogEntry,
+    body: &[u8],
+    log_id: &str,
+    key: &RekorKey,
+) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let set = b64
+        .decode(strip_whitespace(&promise.signed_entry_timestamp))
+        .map_err(|_| "Rekor SignedEntryTimestamp is not valid base64")?;
+    // The SET covers the body as Rekor's API returns it: standard base64 of the same bytes.
+    let signed = BundlePayload {
+        body: b64.encode(body),
+        integrated_time: entry.integrated_time,
+        log_index: entry.log_index,
+        log_id: log_id.to_string(),
+    };
+    key.key
+        .verify(&canonical_payload(&signed), &set)
+        .map_err(|_| format!("Rekor SignedEntryTimestamp does not verify with {}", key.name))?;
+    let when = OffsetDateTime::from_unix_timestamp(entry.integrated_time)
+        .map_err(|_| format!("Rekor integratedTime {} is out of range", entry.integrated_time))?;
+    key.check_time(when)
 }
 
 fn decode_hash(s: &str, what: &str) -> Result<[u8; 32], String> {
@@ -524,7 +618,7 @@ fn check_checkpoint(envelope: &str, size: u64, root: &[u8; 32], key: &RekorKey) 
         if sig.len() > 4
             && hint.len() >= 4
             && sig[..4] == hint[..4]
-            && key.key.verify_cosign(text.as_bytes(), &sig[4..]).is_ok()
+            && key.key.verify(text.as_bytes(), &sig[4..]).is_ok()
         {
             verified = true;
             break;
@@ -607,6 +701,127 @@ pub fn check_dsse_body(
         .ok_or("Rekor entry records a different signature")?;
     let pem = b64.decode(strip_whitespace(&logged_sig.verifier)).map_err(|_| "Rekor entry key is not valid base64")?;
     check_signer(&pem, signer)
+}
+
+// ---- Rekor v2 entry bodies (protobuf-specs `rekor.v2.Entry`, protojson) ----
+
+#[derive(Deserialize)]
+struct V2Entry {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    spec: V2Spec,
+}
+
+#[derive(Deserialize)]
+struct V2Spec {
+    #[serde(rename = "hashedRekordV002")]
+    hashed_rekord: Option<V2HashedRekord>,
+    #[serde(rename = "dsseV002")]
+    dsse: Option<V2Dsse>,
+}
+
+#[derive(Deserialize)]
+struct V2HashedRekord {
+    data: V2Hash,
+    signature: V2Signature,
+}
+
+#[derive(Deserialize)]
+struct V2Dsse {
+    #[serde(rename = "payloadHash")]
+    payload_hash: V2Hash,
+    #[serde(default)]
+    signatures: Vec<V2Signature>,
+}
+
+#[derive(Deserialize)]
+struct V2Hash {
+    algorithm: String,
+    digest: String,
+}
+
+#[derive(Deserialize)]
+struct V2Signature {
+    content: String,
+    verifier: V2Verifier,
+}
+
+#[derive(Deserialize)]
+struct V2Verifier {
+    #[serde(rename = "x509Certificate")]
+    certificate: Option<V2Raw>,
+    #[serde(rename = "publicKey")]
+    public_key: Option<V2Raw>,
+}
+
+#[derive(Deserialize)]
+struct V2Raw {
+    #[serde(rename = "rawBytes")]
+    raw_bytes: String,
+}
+
+/// What a Rekor v2 entry must record for a DSSE envelope to be the one logged.
+pub struct SignedEnvelope<'a> {
+    /// The DSSE payload (its sha256 is a `dsse` entry's `payloadHash`).
+    pub payload: &'a [u8],
+    /// PAE(payloadType, payload), the bytes signed (its sha256 is a `hashedrekord` entry's
+    /// digest: the "hashedrekord over DSSE" encoding rekor-tiles clients write).
+    pub signed: &'a [u8],
+    /// The signature bytes.
+    pub signature: &'a [u8],
+}
+
+/// Binds a verified Rekor v2 entry (`hashedrekord` or `dsse`, 0.0.2) to a DSSE envelope: the
+/// body is the kind the bundle says, records the sha256 of what was signed (see
+/// [`SignedEnvelope`]), this signature, and a verifier that is the same certificate or key as
+/// `signer`.
+pub fn check_v2_body(logged: &LoggedEntry, env: &SignedEnvelope<'_>, signer: Signer<'_>) -> Result<(), String> {
+    let entry: V2Entry =
+        serde_json::from_slice(&logged.body).map_err(|e| format!("Rekor v2 entry body is malformed: {e}"))?;
+    if entry.api_version != REKOR_V2_VERSION || logged.kind != entry.kind || logged.version != entry.api_version {
+        return Err(format!(
+            "tlog entry kindVersion {} {} does not match its body ({} {})",
+            truncate(&logged.kind, 32),
+            truncate(&logged.version, 16),
+            truncate(&entry.kind, 32),
+            truncate(&entry.api_version, 16)
+        ));
+    }
+    let (hash, expected, signatures) = match (entry.kind.as_str(), &entry.spec) {
+        ("hashedrekord", V2Spec { hashed_rekord: Some(h), .. }) => {
+            (&h.data, Sha256::digest(env.signed), std::slice::from_ref(&h.signature))
+        }
+        ("dsse", V2Spec { dsse: Some(d), .. }) => {
+            (&d.payload_hash, Sha256::digest(env.payload), d.signatures.as_slice())
+        }
+        (kind, _) => {
+            return Err(format!(
+                "Rekor v2 entry is a {} entry without its spec, not hashedrekord or dsse",
+                truncate(kind, 32)
+            ))
+        }
+    };
+    if hash.algorithm != "SHA2_256" {
+        return Err(format!("Rekor entry hash algorithm {} is not SHA2_256", truncate(&hash.algorithm, 16)));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if b64.decode(strip_whitespace(&hash.digest)).ok().as_deref() != Some(&expected[..]) {
+        return Err("Rekor entry is for another payload (payload hash mismatch)".into());
+    }
+    let logged_sig = signatures
+        .iter()
+        .take(16)
+        .find(|s| b64.decode(strip_whitespace(&s.content)).is_ok_and(|d| d == env.signature))
+        .ok_or("Rekor entry records a different signature")?;
+    let v = &logged_sig.verifier;
+    let (label, raw) = match (&v.certificate, &v.public_key) {
+        (Some(c), _) => ("CERTIFICATE", c),
+        (None, Some(k)) => ("PUBLIC KEY", k),
+        (None, None) => return Err("Rekor entry records no certificate or key".into()),
+    };
+    let der = b64.decode(strip_whitespace(&raw.raw_bytes)).map_err(|_| "Rekor entry key is not valid base64")?;
+    check_signer_der(label, &der, signer)
 }
 
 #[cfg(test)]
