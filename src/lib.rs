@@ -62,6 +62,8 @@ pub mod coalesce;
 pub mod config;
 pub mod config_text;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod integrity;
 pub mod listing;
