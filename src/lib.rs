@@ -82,6 +82,8 @@ pub mod config;
 pub mod config_text;
 pub mod connection;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod integrity;
 pub mod limits;

@@ -59,7 +59,7 @@ pub fn tag_list(repo: &str, body: &[u8]) -> Result<Vec<u8>, UpstreamError> {
 
 /// A descriptor as the referrers API lists it; unknown fields are dropped.
 #[derive(Deserialize, Serialize, Clone)]
-struct ReferrerDescriptor {
+pub(crate) struct ReferrerDescriptor {
     #[serde(rename = "mediaType")]
     media_type: String,
     digest: String,
@@ -99,7 +99,7 @@ struct SubjectRef {
 }
 
 /// Checks one descriptor's shape; the reason it is unusable otherwise.
-fn check_descriptor(d: &ReferrerDescriptor) -> Result<Digest, String> {
+pub(crate) fn check_descriptor(d: &ReferrerDescriptor) -> Result<Digest, String> {
     let digest: Digest = d.digest.parse().map_err(|_| format!("referrer digest {:?} is invalid", d.digest))?;
     if d.media_type != media::OCI_MANIFEST && d.media_type != media::OCI_INDEX {
         return Err(format!("referrer {digest} has media type {:?}, not an OCI manifest", d.media_type));
@@ -119,6 +119,23 @@ fn check_descriptor(d: &ReferrerDescriptor) -> Result<Digest, String> {
     Ok(digest)
 }
 
+/// The descriptors of an upstream referrers answer: an OCI index (schemaVersion 2) of at most
+/// `MAX_REFERRERS`, each descriptor still to be checked with `check_descriptor`.
+pub(crate) fn referrers_index(body: &[u8]) -> Result<Vec<ReferrerDescriptor>, UpstreamError> {
+    let index: UpstreamIndex = serde_json::from_slice(body)
+        .map_err(|e| UpstreamError::Protocol(format!("referrers answer is not an OCI index: {e}")))?;
+    if index.schema_version != 2 || index.media_type.as_deref().is_some_and(|t| t != media::OCI_INDEX) {
+        return Err(UpstreamError::Protocol("referrers answer is not an OCI image index (schemaVersion 2)".into()));
+    }
+    if index.manifests.len() > MAX_REFERRERS {
+        return Err(UpstreamError::Protocol(format!(
+            "referrers answer lists {} manifests, more than {MAX_REFERRERS}",
+            index.manifests.len()
+        )));
+    }
+    Ok(index.manifests)
+}
+
 /// The referrers of `subject` in `repo`, as an OCI index sigmirror wrote:
 /// `Ok(None)` when upstream has no referrers API (clients then fall back to
 /// the `sha256-<hex>` tag). Every listed manifest is fetched (through the
@@ -135,18 +152,7 @@ pub async fn referrers(
     let Some(body) = up.referrers(repo, subject, artifact_type).await? else {
         return Ok(None);
     };
-    let index: UpstreamIndex = serde_json::from_slice(&body)
-        .map_err(|e| UpstreamError::Protocol(format!("referrers answer is not an OCI index: {e}")))?;
-    if index.schema_version != 2 || index.media_type.as_deref().is_some_and(|t| t != media::OCI_INDEX) {
-        return Err(UpstreamError::Protocol("referrers answer is not an OCI image index (schemaVersion 2)".into()));
-    }
-    if index.manifests.len() > MAX_REFERRERS {
-        return Err(UpstreamError::Protocol(format!(
-            "referrers answer lists {} manifests, more than {MAX_REFERRERS}",
-            index.manifests.len()
-        )));
-    }
-    let wanted = index.manifests.into_iter().filter(|d| match artifact_type {
+    let wanted = referrers_index(&body)?.into_iter().filter(|d| match artifact_type {
         Some(t) => d.artifact_type.as_deref() == Some(t),
         None => true,
     });

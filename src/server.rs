@@ -42,7 +42,7 @@ pub async fn handle<B>(app: Arc<App>, client: SocketAddr, req: Request<B>) -> Re
 
 /// The `route` label of `sigmirror_requests_total`: a fixed set, whatever
 /// the path.
-fn route_label(path: &str) -> &'static str {
+pub(crate) fn route_label(path: &str) -> &'static str {
     match path {
         "/metrics" => return "metrics",
         "/healthz" | "/readyz" => return "health",
@@ -193,7 +193,7 @@ fn accept_header<B>(req: &Request<B>) -> String {
     }
 }
 
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == name).then(|| percent_decode(v))
@@ -201,7 +201,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 /// The query without `ns=`, for passing on to upstream.
-fn strip_ns(query: &str) -> Option<String> {
+pub(crate) fn strip_ns(query: &str) -> Option<String> {
     let rest: Vec<&str> = query.split('&').filter(|kv| !kv.is_empty() && !kv.starts_with("ns=")).collect();
     (!rest.is_empty()).then(|| rest.join("&"))
 }

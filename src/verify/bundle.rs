@@ -497,7 +497,7 @@ fn logged_entry(
 /// The claims of the authenticated statement. The repository comes last, so a bundle refused as
 /// [`Refusal::Unbound`] or [`Refusal::WrongRepository`] is otherwise a valid signature for this
 /// digest.
-fn check_statement(payload: &[u8], exp: &Expectation) -> Result<(), Refusal> {
+pub(crate) fn check_statement(payload: &[u8], exp: &Expectation) -> Result<(), Refusal> {
     let st: Statement =
         serde_json::from_slice(payload).map_err(|e| format!("signed statement is not an in-toto Statement: {e}"))?;
     match st.statement_type.as_deref() {

@@ -773,7 +773,7 @@ pub(crate) fn signature_certificates(
 
 /// Checks the simple-signing claims. Keys are looked up exactly, then case-insensitively, as Go's
 /// `encoding/json` (what cosign uses) does.
-fn check_payload(payload: &[u8], exp: &Expectation) -> Result<(), Refusal> {
+pub(crate) fn check_payload(payload: &[u8], exp: &Expectation) -> Result<(), Refusal> {
     let v: serde_json::Value = serde_json::from_slice(payload).map_err(|_| "payload is not JSON")?;
     let critical = field(&v, "critical").ok_or("payload has no critical section")?;
     match field(critical, "type").and_then(|t| t.as_str()) {

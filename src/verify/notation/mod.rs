@@ -16,11 +16,11 @@
 //! override can relax. Verification plugins and unknown critical attributes
 //! refuse the signature at every level.
 
-mod chain;
-mod cose;
+pub(crate) mod chain;
+pub(crate) mod cose;
 mod crypto;
-mod envelope;
-mod jws;
+pub(crate) mod envelope;
+pub(crate) mod jws;
 pub mod trustpolicy;
 pub mod truststore;
 
@@ -478,7 +478,7 @@ struct TargetArtifact {
 
 /// The payload must name exactly the artifact being verified: digest, size
 /// and media type, like notation-go's `content.Equal`.
-fn check_payload(env: &Envelope, target: &Target) -> Result<(), String> {
+pub(crate) fn check_payload(env: &Envelope, target: &Target) -> Result<(), String> {
     let p: Payload = serde_json::from_slice(&env.payload).map_err(|e| {
         format!("notation: integrity validation failed: the payload is not a Notary Project payload: {e}")
     })?;
