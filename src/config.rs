@@ -171,6 +171,19 @@ impl<'de> Deserialize<'de> for Require {
     }
 }
 
+/// What an image index needs (`index`): its own signature (`signed`, the
+/// default: a verified index vouches for the platform manifests it lists),
+/// or nothing (`children`: an index is served whether or not it is signed,
+/// vouches for nothing, and each platform manifest must verify on its own
+/// when it is fetched, for publishers that sign per platform).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IndexRule {
+    #[default]
+    Signed,
+    Children,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnTagMove {
@@ -221,6 +234,8 @@ pub struct RawPolicy {
     pub immutable_tags: Vec<String>,
     #[serde(default)]
     pub on_tag_move: OnTagMove,
+    #[serde(default)]
+    pub index: IndexRule,
     /// `[[policy.attestation]]`: attestations the image must carry, beside
     /// its signature.
     #[serde(default)]
@@ -574,6 +589,8 @@ pub struct PolicyConfig {
     pub notation: bool,
     pub immutable_tags: Vec<String>,
     pub on_tag_move: OnTagMove,
+    /// `index`.
+    pub index_rule: IndexRule,
     pub attestation: Vec<RawAttestation>,
     /// The table as written (paths, not file contents), serialised: the part
     /// of the policy fingerprint that the trust material does not cover.
@@ -754,6 +771,7 @@ fn policy_config(i: usize, p: &RawPolicy, c: &mut Checker) -> PolicyConfig {
         notation: p.notation,
         immutable_tags: p.immutable_tags.clone(),
         on_tag_move: p.on_tag_move,
+        index_rule: p.index,
         attestation: p.attestation.clone(),
         settings: serde_json::to_vec(p).unwrap_or_default(),
     }

@@ -427,3 +427,52 @@ fn in_audit_mode_an_unreferenced_blob_is_served_and_the_refusal_it_would_be_is_l
     let config_line = format!("blob {} is not referenced", image.config_digest);
     assert!(!m.logs().contains(&config_line), "{}", m.logs());
 }
+
+/// A mirror trusting `key` for `registry.test/team-a/**` with `index = "<rule>"`.
+fn mirror_with_index_rule(registry: &Registry, key: &CosignKey, rule: &str) -> Sigmirror {
+    mirror_trusting(registry, key, &format!("index = {rule:?}\n"))
+}
+
+#[test]
+fn index_children_serves_an_unsigned_index_and_containerd_gets_only_platform_manifests_that_verify() {
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    // Signed per platform, not as an index (as some publishers do).
+    let multi = push_multiarch(&registry.host, "team-a/multi", "v1", "children-all");
+    for c in &multi.children {
+        sign_and_push(&registry.host, "team-a/multi", &c.digest, &key, "registry.test/team-a/multi");
+    }
+    // Only the arm64 platform signed: the amd64 one a node pulls is not.
+    let partial = push_multiarch(&registry.host, "team-a/partial", "v1", "children-partial");
+    let amd64 = partial.children.iter().find(|c| c.platform.1 == "amd64").unwrap();
+    let arm64 = partial.children.iter().find(|c| c.platform.1 == "arm64").unwrap();
+    sign_and_push(&registry.host, "team-a/partial", &arm64.digest, &key, "registry.test/team-a/partial");
+
+    let children = mirror_with_index_rule(&registry, &key, "children");
+    let containerd = Containerd::start();
+    let hosts = hosts_dir(NS, &children.addr);
+    let image_ref = "registry.test/team-a/multi:v1";
+    containerd.pull(image_ref, hosts.path()).unwrap_or_else(|e| panic!("{e}\nsigmirror log:\n{}", children.logs()));
+    assert_eq!(containerd.image_digest(image_ref).as_deref(), Some(multi.digest.as_str()));
+    let pulled = multi.children.iter().find(|c| c.platform.1 == "amd64").unwrap();
+    assert_eq!(containerd.read_unpacked_file(&pulled.file.0).expect("amd64 layer unpacked"), pulled.file.1);
+    let logs = children.logs();
+    assert!(logs.contains("index = \\\"children\\\": an index is served and vouches for nothing"), "{logs}");
+
+    // The unsigned amd64 manifest is refused at its own fetch, index or not.
+    let err = match containerd.pull("registry.test/team-a/partial:v1", hosts.path()) {
+        Ok(out) => panic!("an unsigned platform manifest was pulled:\n{out}\n{}", children.logs()),
+        Err(e) => e,
+    };
+    assert!(err.contains("403"), "{err}");
+    assert!(containerd.read_unpacked_file(&amd64.file.0).is_err(), "the unsigned platform's layer was unpacked");
+    let r = manifest(&children, "GET", "team-a/partial", &amd64.digest);
+    assert_refused(&r, &amd64.digest, "no cosign signature found");
+    // The signed platform of the same index is served.
+    assert_eq!(manifest(&children, "GET", "team-a/partial", &arm64.digest).status, 200);
+
+    // Under the default, `index = "signed"`, the unsigned index itself is refused.
+    let signed = mirror_with_index_rule(&registry, &key, "signed");
+    let r = manifest(&signed, "GET", "team-a/multi", "v1");
+    assert_refused(&r, &multi.digest, "no cosign signature found");
+}

@@ -8,7 +8,7 @@
 //! image was copied here from elsewhere, and another format must not rescue
 //! it; the refusal keeps its repository reason.
 
-use crate::config::Mode;
+use crate::config::{IndexRule, Mode};
 use crate::verify::bundle;
 use crate::verify::cosign::{self, CosignAuthority, Refusal};
 use crate::verify::notation::{self, NotationVerifier};
@@ -35,12 +35,36 @@ pub fn judge_after(
     tag: TagOutcomes,
     now: time::OffsetDateTime,
 ) -> Verdict {
-    match (policy.mode, verify(policy, subject, ev, tag, now)) {
+    let verdict = verify(policy, subject, ev, tag, now);
+    let verdict = match (policy.index_rule, crate::oci::media::is_index(&subject.manifest.media_type)) {
+        (IndexRule::Children, true) => index_for_children(&policy.name, verdict),
+        _ => verdict,
+    };
+    match (policy.mode, verdict) {
         (Mode::Audit, Verdict::Deny { reason, .. }) => audit_allow(&policy.name, reason),
         (Mode::Audit, Verdict::Allow { vouches: _, policy, by, scheme, signer, would_refuse }) => {
             Verdict::Allow { policy, by, vouches: false, scheme, signer, would_refuse }
         }
         (Mode::Enforce, v) => v,
+    }
+}
+
+/// `index = "children"`: an image index is served whether its own signature
+/// verified or not, and vouches for nothing, so every platform manifest it
+/// lists is judged on its own signature when it is fetched. An index holds
+/// no layers, only digests of manifests that are checked in turn.
+fn index_for_children(policy: &str, verdict: Verdict) -> Verdict {
+    let own = match &verdict {
+        Verdict::Allow { by, .. } => format!("its own signature verified: {by}"),
+        Verdict::Deny { reason, .. } => format!("its own signature did not verify: {reason}"),
+    };
+    Verdict::Allow {
+        policy: policy.to_string(),
+        by: format!("index = \"children\": an index is served and vouches for nothing; each platform manifest must verify on its own ({own})"),
+        vouches: false,
+        scheme: Scheme::None,
+        signer: None,
+        would_refuse: None,
     }
 }
 

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{Checker, Mode, OnTagMove, PolicyConfig, PolicySection, Require};
+use crate::config::{Checker, IndexRule, Mode, OnTagMove, PolicyConfig, PolicySection, Require};
 use crate::upstream::Manifest;
 use crate::verify::cosign::CosignAuthority;
 use crate::verify::notation::NotationVerifier;
@@ -63,6 +63,8 @@ pub struct Policy {
     pub dangerous_accept_unbound_bundles: bool,
     pub immutable_tags: Vec<(bool, GlobMatcher)>,
     pub on_tag_move: OnTagMove,
+    /// `index`: whether an image index needs a signature of its own.
+    pub index_rule: IndexRule,
     /// `[[policy.attestation]]`: every one must be met, beside the signatures.
     pub attestations: Vec<attestation::Requirement>,
     /// sha256 over the policy's settings and every byte of its trust
@@ -362,6 +364,7 @@ fn build_policy(p: &PolicyConfig, notation: Option<Arc<NotationVerifier>>, c: &m
         dangerous_accept_unbound_bundles: p.dangerous_accept_unbound_bundles,
         immutable_tags,
         on_tag_move: p.on_tag_move,
+        index_rule: p.index_rule,
         attestations,
         fingerprint: h.finalize().into(),
     }
