@@ -88,7 +88,10 @@ async fn route_request<B>(app: &Arc<App>, req: &Request<B>) -> Result<Response<B
             // signatures, pins): each upstream request has its own timeout,
             // but a dozen slow ones in a row would hold the client for minutes.
             let deadline = mirror.config.limits.manifest_timeout;
-            let served = match tokio::time::timeout(deadline, serve_manifest(app, &mirror, policy, &pull)).await {
+            // Boxed, so the futures around it (timeout, audit scope, hyper)
+            // move a pointer rather than the manifest path's state machine.
+            let serve = Box::pin(serve_manifest(app, &mirror, policy, &pull));
+            let served = match tokio::time::timeout(deadline, serve).await {
                 Ok(served) => served,
                 Err(_) => {
                     crate::limits::count_hit("manifest_timeout_secs");
