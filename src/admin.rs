@@ -94,8 +94,7 @@ impl Token {
         let Some(given) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };
-        let (a, b) = (given.as_bytes(), self.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), self.0.as_bytes()).into()
     }
 }
 
