@@ -112,14 +112,14 @@ fn cache(c: &mut Criterion) {
         signer: None,
         would_refuse: None,
     };
-    let first = rt.block_on(cache.get_or_verify(key.clone(), async { Ok(allow.clone()) })).expect("first verify");
+    let first = rt.block_on(cache.get_or_verify(key.clone(), || async { Ok(allow.clone()) })).expect("first verify");
     assert!(first.value.is_allow());
-    let warm = rt.block_on(cache.get_or_verify(key.clone(), must_not_run())).expect("warm hit");
+    let warm = rt.block_on(cache.get_or_verify(key.clone(), must_not_run)).expect("warm hit");
     assert_eq!((warm.value, warm.cached), (allow, true));
 
     c.bench_function("cache/get_or_verify_warm", |b| {
         b.to_async(&rt).iter(|| async {
-            let v = cache.get_or_verify(black_box(key.clone()), must_not_run()).await.expect("warm hit");
+            let v = cache.get_or_verify(black_box(key.clone()), must_not_run).await.expect("warm hit");
             black_box(v)
         })
     });

@@ -267,15 +267,9 @@ mod tests {
 
     /// An `App` over a minimal config, with no pin store, and its admin token.
     fn app() -> (tempfile::TempDir, Arc<App>, Token) {
-        let dir = tempfile::TempDir::new().unwrap();
-        let config = dir.path().join("sigmirror.toml");
-        let text = "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-                    [[upstream]]\nregistry = \"registry.test\"\nurl = \"https://127.0.0.1:1\"\n\
-                    [[policy]]\nname = \"audited\"\nscope = [\"registry.test/**\"]\nmode = \"audit\"\n";
-        std::fs::write(&config, text).unwrap();
-        let mirror = crate::load(&config).unwrap_or_else(|p| panic!("{p}"));
+        let (dir, app) = crate::app::audited_test_app();
         let token = Token::create(dir.path()).unwrap();
-        (dir, Arc::new(App::new(mirror, None)), token)
+        (dir, app, token)
     }
 
     async fn call(app: &Arc<App>, token: &Token, peer: &str, bearer: Option<&str>, path: &str) -> (StatusCode, String) {

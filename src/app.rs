@@ -142,3 +142,17 @@ fn data_dir_writable(dir: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
+
+/// For unit tests: an `App` over a minimal config (one upstream nothing
+/// answers on, one audit-mode policy over all of it), with no pin store.
+#[cfg(test)]
+pub(crate) fn audited_test_app() -> (tempfile::TempDir, Arc<App>) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("sigmirror.toml");
+    let text = "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                [[upstream]]\nregistry = \"registry.test\"\nurl = \"https://127.0.0.1:1\"\n\
+                [[policy]]\nname = \"audited\"\nscope = [\"registry.test/**\"]\nmode = \"audit\"\n";
+    std::fs::write(&config, text).unwrap();
+    let mirror = crate::load(&config).unwrap_or_else(|p| panic!("{p}"));
+    (dir, Arc::new(App::new(mirror, None)))
+}

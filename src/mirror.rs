@@ -161,15 +161,19 @@ impl Mirror {
         let (repo, up) = (&pull.repo, &pull.up);
         match reference {
             ManifestRef::Digest(d) => self.by_digest(pull, d).await,
+            // The upstream requests are boxed: each is a large state machine
+            // (an HTTP exchange under a timeout), and inline it would make
+            // every caller's future that large, cached answers included.
             ManifestRef::Tag(_) => {
                 if pull.head {
-                    let head = up.head_manifest(repo, reference, accept).await;
+                    let head = Box::pin(up.head_manifest(repo, reference, accept)).await;
                     if let Some(info) = head.map_err(|e| Error::upstream(Resource::Manifest, e))? {
                         return self.by_digest(pull, &info.digest).await;
                     }
                 }
-                let m =
-                    up.manifest(repo, reference, accept).await.map_err(|e| Error::upstream(Resource::Manifest, e))?;
+                let m = Box::pin(up.manifest(repo, reference, accept))
+                    .await
+                    .map_err(|e| Error::upstream(Resource::Manifest, e))?;
                 let key = ManifestKey { registry: pull.registry.clone(), repo: repo.clone(), digest: m.digest.clone() };
                 self.manifests.insert(key, m.clone()).await;
                 Ok(m)
@@ -189,10 +193,8 @@ impl Mirror {
     ) -> Result<Manifest, Arc<UpstreamError>> {
         let key = ManifestKey { registry: registry.into(), repo: repo.into(), digest: d.clone() };
         let reference = ManifestRef::Digest(d.clone());
-        // Boxed: the fetch's state machine is large, and a future passed by
-        // value is copied at every move even when the cache answers
-        // (callgrind showed those copies as most of a cached request).
-        self.manifests.get_or_fetch(key, Box::pin(up.manifest(repo, &reference, media::ALL_MANIFESTS))).await
+        // Built only on a miss: see `VerdictCache::get_or_verify`.
+        self.manifests.get_or_fetch(key, || up.manifest(repo, &reference, media::ALL_MANIFESTS)).await
     }
 
     async fn by_digest(&self, pull: &Pull, d: &Digest) -> Result<Manifest, Error> {
@@ -224,12 +226,12 @@ impl Mirror {
             return Ok(Recalled { value: verdict, cached: true });
         }
         let subject = Subject { registry: &pull.registry, repo: &pull.repo, manifest: m };
-        let verify = async {
+        let key_ref = &key;
+        let verify = || async move {
+            let key = key_ref;
             METRICS.verifications.get_or_create(&PolicyLabels { policy: policy.name.clone() }).inc();
             let started = std::time::Instant::now();
-            // Boxed for the same reason: verification is the largest state
-            // machine of all, and inline it would be copied with every move
-            // of the request's future, cached verdict or not.
+            // Boxed: verification is the largest state machine of all.
             let v = Box::pin(policy.evaluate(&*pull.up, &subject, time::OffsetDateTime::now_utc())).await;
             let scheme = policy.scheme_label();
             METRICS
@@ -240,14 +242,14 @@ impl Mirror {
             // Only a real verification vouches for an index's children; an
             // audit-mode allow vouches for nothing.
             if v.vouches() {
-                self.children.record(&key, m.children()).await;
+                self.children.record(key, m.children()).await;
             }
             // An audit allow records blobs too, so audit mode logs a would-be
             // refusal only for blobs no manifest referenced. The policy
             // fingerprint (which covers the mode) keeps them from an
             // enforcing policy.
             if v.is_allow() {
-                self.blobs.record(&key, || m.blobs());
+                self.blobs.record(key, || m.blobs());
             }
             Ok::<_, UpstreamError>(v)
         };

@@ -377,21 +377,25 @@ async fn hash_prefix(file: Arc<std::fs::File>, len: u64) -> std::io::Result<Sha2
 }
 
 /// A positional read of up to `n` bytes, off the async threads.
+///
+/// Into the buffer's uninitialised capacity (rustix's safe `spare_capacity`):
+/// zero-filling it first, as a `&mut [u8]` read needs, was one more pass
+/// over every byte served from the cache.
 async fn read_at(file: Arc<std::fs::File>, pos: u64, n: usize) -> std::io::Result<Bytes> {
     tokio::task::spawn_blocking(move || {
-        let mut buf = BytesMut::zeroed(n);
-        let mut got = 0;
-        while got < n {
-            match file.read_at(&mut buf[got..], pos + got as u64)? {
-                0 => break,
-                k => got += k,
+        let mut buf: Vec<u8> = Vec::with_capacity(n);
+        while buf.len() < n {
+            let at = pos + buf.len() as u64;
+            if rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at)? == 0 {
+                break;
             }
         }
-        if got == 0 {
+        // The capacity may exceed `n`; what was read past it is not ours.
+        buf.truncate(n);
+        if buf.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shorter than recorded"));
         }
-        buf.truncate(got);
-        Ok(buf.freeze())
+        Ok(Bytes::from(buf))
     })
     .await
     .map_err(std::io::Error::other)?
