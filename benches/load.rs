@@ -18,7 +18,7 @@
 //! Tables, all from one run, ratios against nginx (or against a pull
 //! straight from the origin for cold pulls), because these 2-core machines
 //! are noisy and the load generator shares the cores with the servers:
-//! 1. manifests: by digest, HEAD of a pinned tag, HEAD of a mutable tag
+//! 1. manifests: by digest, GET and HEAD of a pinned tag, HEAD of a mutable tag
 //!    (req/s, p50/p99);
 //! 2. a cached 50 MB blob with 4 and 32 connections (MB/s);
 //! 3. a cold pull of a signed 4-layer image: time, and requests the origin
@@ -113,8 +113,9 @@ fn main() {
     println!("load: {conc} connections, {secs} s per cell, one run, ratios against nginx");
     println!("sigmirror RSS after start: {} MiB\n", mirror.proc_status_kib("VmRSS") / 1024);
     println!("1. manifests");
-    let manifests: [(&str, &str, String); 3] = [
+    let manifests: [(&str, &str, String); 4] = [
         ("GET manifest by digest", "GET", format!("/v2/{REPO}/manifests/{}", image.digest)),
+        ("GET immutable tag (pinned in sigmirror)", "GET", format!("/v2/{REPO}/manifests/v1")),
         ("HEAD immutable tag (pinned in sigmirror)", "HEAD", format!("/v2/{REPO}/manifests/v1")),
         ("HEAD mutable tag", "HEAD", format!("/v2/{REPO}/manifests/latest")),
     ];
