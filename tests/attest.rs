@@ -14,8 +14,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
 use base64::Engine as _;
+use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
 use sha2::{Digest as _, Sha256};
 use support::*;
 
@@ -379,9 +379,8 @@ fn rekor_bundle(log: &p256::ecdsa::SigningKey, envelope: &[u8], verifier: &str, 
     let body = b64.encode(serde_json::to_vec(&body).unwrap());
     let log_id = hex::encode(Sha256::digest(log.verifying_key().to_public_key_der().unwrap().as_bytes()));
     // The SET signs the RFC 8785 form of these four fields: sorted keys, no spaces.
-    let signed = format!(
-        "{{\"body\":\"{body}\",\"integratedTime\":{integrated_time},\"logID\":\"{log_id}\",\"logIndex\":7}}"
-    );
+    let signed =
+        format!("{{\"body\":\"{body}\",\"integratedTime\":{integrated_time},\"logID\":\"{log_id}\",\"logIndex\":7}}");
     let set: p256::ecdsa::Signature = log.sign(signed.as_bytes());
     serde_json::json!({"SignedEntryTimestamp": b64.encode(set.to_der().as_bytes()),
         "Payload": {"body": body, "integratedTime": integrated_time, "logIndex": 7, "logID": log_id}})
@@ -458,7 +457,11 @@ fn a_keyless_att_attestation_with_a_rekor_entry_verifies_at_its_log_time_and_its
         use p256::pkcs8::EncodePublicKey as _;
         hex::encode(Sha256::digest(rogue_log.verifying_key().to_public_key_der().unwrap().as_bytes()))
     };
-    refused(&rogue, "keyless-rogue-log", &format!("Rekor bundle is from log {rogue_id}, which is not a trusted Rekor key"));
+    refused(
+        &rogue,
+        "keyless-rogue-log",
+        &format!("Rekor bundle is from log {rogue_id}, which is not a trusted Rekor key"),
+    );
     refused(
         &unlogged,
         "keyless-unlogged",

@@ -15,10 +15,16 @@
 //! about content (what built these bytes, what a scan found in them), which a copy does not
 //! change, and the image's signature, which a policy requires as well, binds the repository.
 //!
-//! Not done: the Rekor entry of a `.att` layer (an `intoto` entry, which `rekor` does not read).
-//! An authority that requires a log (a key with `rekor_keys`, any certificate authority with a
-//! Rekor key) therefore refuses `.att` attestations with a reason saying so; Sigstore bundle
-//! attestations carry a `dsse` entry and are verified in full.
+//! A `.att` layer under an authority that requires a log (a key with `rekor_keys`, any
+//! certificate authority with a Rekor key, i.e. every keyless Fulcio setup) must carry its Rekor
+//! v1 bundle (`dev.sigstore.cosign/bundle`), verified as cosign does
+//! (`rekor::verify_attestation_bundle`): the SignedEntryTimestamp with a trusted log key, then
+//! the logged body bound to this layer: an `intoto` 0.0.1 entry (what `cosign attest` uploaded
+//! until v2.2), `intoto` 0.0.2 (other clients) or `dsse` 0.0.1 (cosign since v2.2) recording
+//! sha256 of the envelope bytes, sha256 of the payload, the signature that verified (0.0.2 and
+//! dsse) and the same certificate or key. The certificate is then checked at the entry's
+//! integratedTime. Any other kind or version is refused. Without a log, the certificate is
+//! checked now.
 
 use std::collections::BTreeMap;
 
@@ -139,9 +145,9 @@ fn verify_layer(
     let logged_at = if rekor.is_empty() {
         None
     } else {
-        let bundle = annotations.get(cosign::ANNOTATION_BUNDLE).ok_or(
-            "attestation has no Rekor bundle (dev.sigstore.cosign/bundle), but the policy requires one",
-        )?;
+        let bundle = annotations
+            .get(cosign::ANNOTATION_BUNDLE)
+            .ok_or("attestation has no Rekor bundle (dev.sigstore.cosign/bundle), but the policy requires one")?;
         let signer = match &certificate {
             Some((leaf, _)) => Signer::Certificate(leaf),
             None => Signer::Key(&key),
@@ -221,7 +227,8 @@ mod tests {
     fn layer(dir: &str) -> (Vec<u8>, BTreeMap<String, String>) {
         let d = vectors().join("att").join(dir);
         let envelope = std::fs::read(d.join("envelope.json")).expect("envelope");
-        let annotations = serde_json::from_slice(&std::fs::read(d.join("annotations.json")).expect("ann")).expect("json");
+        let annotations =
+            serde_json::from_slice(&std::fs::read(d.join("annotations.json")).expect("ann")).expect("json");
         (envelope, annotations)
     }
 
@@ -279,7 +286,10 @@ mod tests {
             ANNOTATION_BUNDLE.into(),
             annotations[ANNOTATION_BUNDLE].replace("\"integratedTime\":1678176390", "\"integratedTime\":1678176391"),
         );
-        assert_eq!(check(&envelope, &late), "Rekor SignedEntryTimestamp does not verify with cosign/sigstore-rs/trusted_root.json tlogs[0]");
+        assert_eq!(
+            check(&envelope, &late),
+            "Rekor SignedEntryTimestamp does not verify with cosign/sigstore-rs/trusted_root.json tlogs[0]"
+        );
         let mut bare = annotations.clone();
         bare.remove(ANNOTATION_BUNDLE);
         assert_eq!(
@@ -323,8 +333,12 @@ mod tests {
         let payload = b64.decode(&env.payload).expect("payload");
         let sig = b64.decode(&env.signatures[0].sig).expect("sig");
         let (leaf, _) = cosign::signature_certificates(&annotations).expect("cert");
-        let attested =
-            AttestedEnvelope { envelope: &envelope, payload_type: &env.payload_type, payload: &payload, signature: &sig };
+        let attested = AttestedEnvelope {
+            envelope: &envelope,
+            payload_type: &env.payload_type,
+            payload: &payload,
+            signature: &sig,
+        };
         let bundle = &annotations[ANNOTATION_BUNDLE];
         assert_eq!(
             rekor::verify_attestation_bundle(bundle, rekor, &attested, Signer::Certificate(&leaf)),
@@ -468,7 +482,8 @@ mod tests {
         unknown["apiVersion"] = json!("0.0.2");
         assert_eq!(
             check(unknown),
-            Err("Rekor entry is a dsse 0.0.2 entry, not an attestation entry (intoto 0.0.1 or 0.0.2, dsse 0.0.1)".into())
+            Err("Rekor entry is a dsse 0.0.2 entry, not an attestation entry (intoto 0.0.1 or 0.0.2, dsse 0.0.1)"
+                .into())
         );
         let hashedrekord = json!({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {}});
         assert!(check(hashedrekord).unwrap_err().starts_with("Rekor entry is a hashedrekord 0.0.1 entry"));
@@ -479,7 +494,10 @@ mod tests {
         let rogue = p256::ecdsa::SigningKey::from_slice(&[10u8; 32]).expect("key");
         let ann = with_bundle(bundle_with_body(&rogue, &body("dsse 0.0.1", &env, &payload, &sig, &signer), NOW));
         let err = verify_layer_vector(&auth, &env, &ann, DIGEST).unwrap_err();
-        assert!(err.starts_with("Rekor bundle is from log ") && err.ends_with("which is not a trusted Rekor key"), "{err}");
+        assert!(
+            err.starts_with("Rekor bundle is from log ") && err.ends_with("which is not a trusted Rekor key"),
+            "{err}"
+        );
         assert_eq!(
             verify_layer_vector(&auth, &env, &BTreeMap::new(), DIGEST).unwrap_err(),
             "attestation has no Rekor bundle (dev.sigstore.cosign/bundle), but the policy requires one"

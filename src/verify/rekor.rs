@@ -850,8 +850,9 @@ fn check_attestation_body(body: &[u8], env: &AttestedEnvelope<'_>, signer: Signe
                 .take(MAX_LOGGED_SIGNATURES)
                 .find(|s| twice(&s.sig).as_deref() == Some(env.signature))
                 .ok_or("Rekor entry records a different signature")?;
-            let pem =
-                b64.decode(strip_whitespace(&logged_sig.public_key)).map_err(|_| "Rekor entry key is not valid base64")?;
+            let pem = b64
+                .decode(strip_whitespace(&logged_sig.public_key))
+                .map_err(|_| "Rekor entry key is not valid base64")?;
             check_signer(&pem, signer)
         }
         ("dsse", "0.0.1") => {
