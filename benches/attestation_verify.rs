@@ -10,6 +10,11 @@
 //!   leaf's key, Rekor SET, inclusion proof and checkpoint, certificate chain, identity and issuer
 //!   at the log time, the statement (subject digest), then the CEL condition
 //!   `predicate.Data.contains("foo") && now - timestamp(predicate.Timestamp) < duration("168h")`.
+//! - `attestation/judge_att_layer_with_rekor`: the same envelope and Rekor entry as a
+//!   `sha256-<hex>.att` layer (`tests/vectors/att/cosign-dsse-v001`): envelope parse, PAE
+//!   signature, the cosign bundle's SET and the `dsse` body bound to the layer bytes, the
+//!   certificate at the log time, the statement and the condition (no inclusion proof: the
+//!   annotation carries none).
 //! - `attestation/condition_only`: that condition alone, over the parsed predicate (JSON to CEL
 //!   values, a fresh CEL context, evaluation).
 //! - `signature/verify_bundle_kat`: for comparison, the real cosign v3 *signature* bundle
@@ -81,6 +86,15 @@ fn attestation(c: &mut Criterion) {
     let mut g = c.benchmark_group("attestation");
     g.bench_function("judge_kat_with_condition", |b| {
         b.iter(|| judge(black_box(&reqs), &auths, Some(black_box(&found)), &digest, now).is_ok())
+    });
+    // The same envelope and Rekor entry as a `.att` layer (tests/vectors/att/cosign-dsse-v001).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/att/cosign-dsse-v001");
+    let envelope = std::fs::read(dir.join("envelope.json")).expect("vector");
+    let annotations = serde_json::from_slice(&std::fs::read(dir.join("annotations.json")).expect("vector")).unwrap();
+    let layer = Found::Present(vec![AttestationEvidence::Found(Attestation::Layer { envelope, annotations })]);
+    judge(&reqs, &auths, Some(&layer), &digest, now).expect("the layer meets the condition");
+    g.bench_function("judge_att_layer_with_rekor", |b| {
+        b.iter(|| judge(black_box(&reqs), &auths, Some(black_box(&layer)), &digest, now).is_ok())
     });
     let cond = reqs[0].condition.as_ref().expect("condition");
     let predicate = serde_json::json!({"Data": "{\"foo\": \"bar\"}\n", "Timestamp": "2025-02-28T19:18:11Z"});

@@ -14,6 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use base64::Engine as _;
 use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
 use sha2::{Digest as _, Sha256};
 use support::*;
@@ -35,7 +36,11 @@ struct Signer {
 fn signer(label: &str) -> Signer {
     let seed: [u8; 32] = Sha256::digest(label.as_bytes()).into();
     let k = p256::ecdsa::SigningKey::from_slice(&seed).unwrap();
-    let pem = k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    signer_of_pem(&k.to_pkcs8_pem(LineEnding::LF).unwrap())
+}
+
+/// A signer of a P-256 PKCS#8 private key PEM.
+fn signer_of_pem(pem: &str) -> Signer {
     let dir = tempfile::TempDir::new().unwrap();
     let pem_file = dir.path().join("key.pem");
     fs::write(&pem_file, &pem).unwrap();
@@ -73,13 +78,23 @@ fn envelope_of(bundle: &[u8]) -> Vec<u8> {
 
 /// Pushes envelopes as the `sha256-<hex>.att` manifest of `image`, as `cosign attest` (v2) does.
 fn push_att(registry: &Registry, image: &Pushed, envelopes: &[(Vec<u8>, &str)]) {
+    let layers: Vec<(Vec<u8>, serde_json::Value)> = envelopes
+        .iter()
+        .map(|(env, predicate)| {
+            (env.clone(), serde_json::json!({"dev.cosignproject.cosign/signature": "", "predicateType": predicate}))
+        })
+        .collect();
+    push_att_layers(registry, image, &layers);
+}
+
+/// Pushes `.att` layers (envelope, annotations) for `image`.
+fn push_att_layers(registry: &Registry, image: &Pushed, envelopes: &[(Vec<u8>, serde_json::Value)]) {
     let config = push_blob(&registry.host, REPO, b"{}");
     let layers: Vec<serde_json::Value> = envelopes
         .iter()
-        .map(|(env, predicate)| {
+        .map(|(env, annotations)| {
             let digest = push_blob(&registry.host, REPO, env);
-            serde_json::json!({"mediaType": DSSE, "digest": digest, "size": env.len(),
-                "annotations": {"dev.cosignproject.cosign/signature": "", "predicateType": predicate}})
+            serde_json::json!({"mediaType": DSSE, "digest": digest, "size": env.len(), "annotations": annotations})
         })
         .collect();
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -108,7 +123,15 @@ fn attach_provenance(registry: &Registry, s: &Signer, image: &Pushed, about: &st
 
 /// A mirror whose policy `releases` trusts `s` and requires `attestation` (TOML tables).
 fn mirror(registry: &Registry, s: &Signer, extra: &str) -> Sigmirror {
+    mirror_with(registry, s, &[], extra)
+}
+
+/// [`mirror`], with more trust files in the mirror's directory.
+fn mirror_with(registry: &Registry, s: &Signer, files: &[(&str, &str)], extra: &str) -> Sigmirror {
     let dir = tempfile::TempDir::new().unwrap();
+    for (name, text) in files {
+        fs::write(dir.path().join(name), text).unwrap();
+    }
     fs::write(dir.path().join("release.pub"), &s.public_pem).unwrap();
     let policy = format!(
         "[[policy]]\nname = \"releases\"\nscope = [\"{NS}/team-a/**\"]\ncosign_keys = [\"release.pub\"]\n{extra}"
@@ -285,5 +308,163 @@ fn a_count_threshold_is_met_by_two_distinct_signers_and_not_by_one() {
         &one,
         "require = { count = 2 } and 1 distinct authorities verified: key b.pub: signature by an untrusted key (or \
          over an altered payload)",
+    );
+}
+
+// ---- Keyless `.att` attestations with a Rekor entry ----
+
+/// A private "Fulcio" (a test CA issuing a ten-minute leaf that expired an hour ago) and a
+/// Rekor log key. The envelope is signed by `@sigstore/sign` with the leaf's key; the log entry
+/// (`dsse` 0.0.1, as `cosign attest` uploads since v2.2) and its SET are built here, with the
+/// log's own key, because no Rekor runs offline.
+struct Keyless {
+    ca_pem: String,
+    leaf_pem: String,
+    other_leaf_pem: String,
+    signer: Signer,
+    log: p256::ecdsa::SigningKey,
+    log_pem: String,
+    /// Inside the leaf's ten minutes.
+    signed_at: i64,
+}
+
+fn keyless() -> Keyless {
+    use p256::pkcs8::EncodePublicKey as _;
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Test Fulcio");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    ca.not_before = time::macros::datetime!(2024-01-01 00:00 UTC);
+    ca.not_after = time::macros::datetime!(2099-01-01 00:00 UTC);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(70);
+    let leaf = |key: &rcgen::KeyPair| {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.subject_alt_names = vec![rcgen::SanType::Rfc822Name("release@acme.example".try_into().unwrap())];
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        p.not_before = not_before;
+        p.not_after = not_before + time::Duration::minutes(10);
+        p.signed_by(key, &ca, &ca_key).unwrap().pem()
+    };
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let log = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let log_pem = log.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    Keyless {
+        ca_pem: ca.pem(),
+        leaf_pem: leaf(&key),
+        other_leaf_pem: leaf(&other),
+        signer: signer_of_pem(&key.serialize_pem()),
+        log,
+        log_pem,
+        signed_at: (not_before + time::Duration::minutes(1)).unix_timestamp(),
+    }
+}
+
+/// The `dev.sigstore.cosign/bundle` of a `dsse` 0.0.1 entry for `envelope`, naming `verifier`
+/// (a PEM), its SET by `log`: what Rekor returns and cosign stores.
+fn rekor_bundle(log: &p256::ecdsa::SigningKey, envelope: &[u8], verifier: &str, integrated_time: i64) -> String {
+    use p256::ecdsa::signature::Signer as _;
+    use p256::pkcs8::EncodePublicKey as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+    let payload = b64.decode(env["payload"].as_str().unwrap()).unwrap();
+    let sha = |b: &[u8]| serde_json::json!({"algorithm": "sha256", "value": hex::encode(Sha256::digest(b))});
+    let body = serde_json::json!({"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+        "envelopeHash": sha(envelope), "payloadHash": sha(&payload),
+        "signatures": [{"signature": env["signatures"][0]["sig"], "verifier": b64.encode(verifier)}]}});
+    let body = b64.encode(serde_json::to_vec(&body).unwrap());
+    let log_id = hex::encode(Sha256::digest(log.verifying_key().to_public_key_der().unwrap().as_bytes()));
+    // The SET signs the RFC 8785 form of these four fields: sorted keys, no spaces.
+    let signed =
+        format!("{{\"body\":\"{body}\",\"integratedTime\":{integrated_time},\"logID\":\"{log_id}\",\"logIndex\":7}}");
+    let set: p256::ecdsa::Signature = log.sign(signed.as_bytes());
+    serde_json::json!({"SignedEntryTimestamp": b64.encode(set.to_der().as_bytes()),
+        "Payload": {"body": body, "integratedTime": integrated_time, "logIndex": 7, "logID": log_id}})
+    .to_string()
+}
+
+/// The annotations of a keyless `.att` layer: the certificate and, when given, the bundle.
+fn keyless_annotations(k: &Keyless, bundle: Option<String>) -> serde_json::Value {
+    let mut a = serde_json::json!({"dev.cosignproject.cosign/signature": "", "predicateType": PROVENANCE,
+        "dev.sigstore.cosign/certificate": k.leaf_pem});
+    if let Some(b) = bundle {
+        a["dev.sigstore.cosign/bundle"] = b.into();
+    }
+    a
+}
+
+#[test]
+fn a_keyless_att_attestation_with_a_rekor_entry_verifies_at_its_log_time_and_its_condition_decides() {
+    let registry = Registry::start();
+    let release = signer("release");
+    let k = keyless();
+    let provenance_att = |image: &Pushed, repository: &str| {
+        envelope_of(&attest(&k.signer, &statement(&image.digest, PROVENANCE, provenance(repository))))
+    };
+    let good = signed_image(&registry, &release, "keyless-good");
+    let env = provenance_att(&good, "https://github.com/acme/api");
+    let ann = keyless_annotations(&k, Some(rekor_bundle(&k.log, &env, &k.leaf_pem, k.signed_at)));
+    push_att_layers(&registry, &good, &[(env, ann)]);
+    let forked = signed_image(&registry, &release, "keyless-forked");
+    let env = provenance_att(&forked, "https://github.com/evil/api");
+    let ann = keyless_annotations(&k, Some(rekor_bundle(&k.log, &env, &k.leaf_pem, k.signed_at)));
+    push_att_layers(&registry, &forked, &[(env, ann)]);
+    // The entry of `good`'s envelope, under `other`'s envelope.
+    let other = signed_image(&registry, &release, "keyless-other-envelope");
+    let good_env = provenance_att(&good, "https://github.com/acme/api");
+    let env = provenance_att(&other, "https://github.com/acme/api");
+    let ann = keyless_annotations(&k, Some(rekor_bundle(&k.log, &good_env, &k.leaf_pem, k.signed_at)));
+    push_att_layers(&registry, &other, &[(env, ann)]);
+    // An entry naming another certificate (same CA, same identity, another key).
+    let named = signed_image(&registry, &release, "keyless-other-key");
+    let env = provenance_att(&named, "https://github.com/acme/api");
+    let ann = keyless_annotations(&k, Some(rekor_bundle(&k.log, &env, &k.other_leaf_pem, k.signed_at)));
+    push_att_layers(&registry, &named, &[(env, ann)]);
+    // A SET by a log the policy does not trust.
+    let rogue_log = p256::ecdsa::SigningKey::from_slice(&[0x43; 32]).unwrap();
+    let rogue = signed_image(&registry, &release, "keyless-rogue-log");
+    let env = provenance_att(&rogue, "https://github.com/acme/api");
+    let ann = keyless_annotations(&k, Some(rekor_bundle(&rogue_log, &env, &k.leaf_pem, k.signed_at)));
+    push_att_layers(&registry, &rogue, &[(env, ann)]);
+    // No bundle at all.
+    let unlogged = signed_image(&registry, &release, "keyless-unlogged");
+    let env = provenance_att(&unlogged, "https://github.com/acme/api");
+    push_att_layers(&registry, &unlogged, &[(env, keyless_annotations(&k, None))]);
+
+    let policy = format!(
+        "cosign_certificates = [{{ roots = \"ca.pem\", identity = \"release@acme.example\", rekor_key = \"rekor.pub\" }}]\n\
+         [[policy.attestation]]\npredicate_type = \"slsaprovenance1\"\ncondition = '{WORKFLOW}'\n"
+    );
+    let m = mirror_with(&registry, &release, &[("ca.pem", &k.ca_pem), ("rekor.pub", &k.log_pem)], &policy);
+    assert_served(&get(&m, REPO, "keyless-good"), &good, &m);
+    let want = format!("attestation {PROVENANCE} (condition `{WORKFLOW}`)");
+    assert_refused(&get(&m, REPO, "keyless-forked"), &forked, &format!("{want}: condition is false"));
+    // The leaf expired an hour ago: `good` is served only because the log saw it in time.
+    let refused = |image: &Pushed, tag: &str, reason: &str| {
+        let why = format!(
+            "{want}: no verified attestation of this type (key release.pub: signature by an untrusted key (or over \
+             an altered payload); certificate roots ca.pem identity release@acme.example: {reason})"
+        );
+        assert_refused(&get(&m, REPO, tag), image, &why);
+    };
+    refused(&other, "keyless-other-envelope", "Rekor entry is for another envelope (envelope hash mismatch)");
+    refused(&named, "keyless-other-key", "Rekor entry records a different certificate or key than the signature's");
+    let rogue_id = {
+        use p256::pkcs8::EncodePublicKey as _;
+        hex::encode(Sha256::digest(rogue_log.verifying_key().to_public_key_der().unwrap().as_bytes()))
+    };
+    refused(
+        &rogue,
+        "keyless-rogue-log",
+        &format!("Rekor bundle is from log {rogue_id}, which is not a trusted Rekor key"),
+    );
+    refused(
+        &unlogged,
+        "keyless-unlogged",
+        "attestation has no Rekor bundle (dev.sigstore.cosign/bundle), but the policy requires one",
     );
 }

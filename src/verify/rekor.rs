@@ -193,6 +193,15 @@ pub fn verify_cosign_bundle_for(
     signature: &[u8],
     signer: Option<Signer<'_>>,
 ) -> Result<i64, String> {
+    let (body, integrated_time) = verify_set(bundle_json, keys)?;
+    check_body(&body, payload, signature, signer)?;
+    Ok(integrated_time)
+}
+
+/// The SET of a cosign bundle: a signature by a trusted log key (chosen by `logID`) over the
+/// canonical JSON of the payload, at a time inside that key's validity. Returns the logged body,
+/// which the caller must bind to what it verified, and `integratedTime`.
+fn verify_set(bundle_json: &str, keys: &[RekorKey]) -> Result<(Vec<u8>, i64), String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     if bundle_json.len() > MAX_BUNDLE_BYTES {
         return Err(format!("Rekor bundle is {} bytes, more than the {MAX_BUNDLE_BYTES} allowed", bundle_json.len()));
@@ -213,8 +222,7 @@ pub fn verify_cosign_bundle_for(
     key.check_time(when)?;
 
     let body = b64.decode(p.body.as_bytes()).map_err(|_| "Rekor entry body is not valid base64")?;
-    check_body(&body, payload, signature, signer)?;
-    Ok(p.integrated_time)
+    Ok((body, p.integrated_time))
 }
 
 /// RFC 8785 canonical JSON of the four payload fields: keys sorted, no whitespace. Written by hand
@@ -646,6 +654,8 @@ struct DsseEntry {
 
 #[derive(Deserialize)]
 struct DsseSpec {
+    #[serde(rename = "envelopeHash")]
+    envelope_hash: Option<EntryHash>,
     #[serde(rename = "payloadHash")]
     payload_hash: Option<EntryHash>,
     #[serde(default)]
@@ -668,7 +678,6 @@ pub fn check_dsse_body(
     signature: &[u8],
     signer: Signer<'_>,
 ) -> Result<(), String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let entry: DsseEntry =
         serde_json::from_slice(&logged.body).map_err(|e| format!("Rekor entry body is malformed: {e}"))?;
     if entry.kind != "dsse" || entry.api_version != "0.0.1" {
@@ -685,22 +694,178 @@ pub fn check_dsse_body(
             truncate(&logged.version, 16)
         ));
     }
-    let hash = entry.spec.payload_hash.ok_or("Rekor entry records no payload hash")?;
-    if hash.algorithm != "sha256" {
-        return Err(format!("Rekor entry hash algorithm {} is not sha256", truncate(&hash.algorithm, 16)));
-    }
-    if !hash.value.eq_ignore_ascii_case(&hex::encode(Sha256::digest(payload))) {
-        return Err("Rekor entry is for another payload (payload hash mismatch)".into());
-    }
-    let logged_sig = entry
-        .spec
+    check_dsse_spec(&entry.spec, payload, signature, signer)
+}
+
+/// The payload hash and the signature with its verifier of a `dsse` 0.0.1 body.
+fn check_dsse_spec(spec: &DsseSpec, payload: &[u8], signature: &[u8], signer: Signer<'_>) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    check_hash(spec.payload_hash.as_ref(), payload, "payload")?;
+    let logged_sig = spec
         .signatures
         .iter()
-        .take(16)
+        .take(MAX_LOGGED_SIGNATURES)
         .find(|s| b64.decode(strip_whitespace(&s.signature)).is_ok_and(|d| d == signature))
         .ok_or("Rekor entry records a different signature")?;
     let pem = b64.decode(strip_whitespace(&logged_sig.verifier)).map_err(|_| "Rekor entry key is not valid base64")?;
     check_signer(&pem, signer)
+}
+
+/// A logged sha256 `hash` of `data`, which is the `what` ("payload", "envelope") verified.
+fn check_hash(hash: Option<&EntryHash>, data: &[u8], what: &str) -> Result<(), String> {
+    let hash = hash.ok_or_else(|| format!("Rekor entry records no {what} hash"))?;
+    if hash.algorithm != "sha256" {
+        return Err(format!("Rekor entry hash algorithm {} is not sha256", truncate(&hash.algorithm, 16)));
+    }
+    if !hash.value.eq_ignore_ascii_case(&hex::encode(Sha256::digest(data))) {
+        return Err(format!("Rekor entry is for another {what} ({what} hash mismatch)"));
+    }
+    Ok(())
+}
+
+/// Signatures a logged DSSE entry may list; cosign writes one.
+const MAX_LOGGED_SIGNATURES: usize = 16;
+
+// ---- The Rekor entries of `.att` attestation layers (cosign bundle annotation) ----
+
+/// What the Rekor entry of a `.att` layer must record: the envelope exactly as the layer holds
+/// it (the bytes cosign uploaded, so its hash is comparable, unlike in a Sigstore bundle), its
+/// payload and the signature that verified.
+pub struct AttestedEnvelope<'a> {
+    /// The layer blob: the serialized DSSE envelope.
+    pub envelope: &'a [u8],
+    pub payload_type: &'a str,
+    /// The decoded payload.
+    pub payload: &'a [u8],
+    /// The signature bytes that verified with `signer`.
+    pub signature: &'a [u8],
+}
+
+/// Verifies the cosign bundle of a `.att` layer offline and returns its `integratedTime`: the SET
+/// as for signatures ([`verify_cosign_bundle`]), then the logged body, which must be one of the
+/// kinds `cosign attest` has uploaded and bind this envelope, payload, signature and signer:
+///
+/// * `intoto` 0.0.1: sha256 of the envelope, sha256 of the payload (absent from the oldest
+///   entries; the envelope hash covers it), and the signer's key or certificate (`publicKey`);
+/// * `intoto` 0.0.2: the same hashes, the payload type, and the signature among the envelope's
+///   `signatures` (each `sig` is base64 of the envelope's base64 signature) with its `publicKey`;
+/// * `dsse` 0.0.1: `envelopeHash`, `payloadHash`, and the signature among `signatures` with its
+///   `verifier`.
+///
+/// Any other kind or version is refused.
+pub fn verify_attestation_bundle(
+    bundle_json: &str,
+    keys: &[RekorKey],
+    env: &AttestedEnvelope<'_>,
+    signer: Signer<'_>,
+) -> Result<i64, String> {
+    let (body, integrated_time) = verify_set(bundle_json, keys)?;
+    check_attestation_body(&body, env, signer)?;
+    Ok(integrated_time)
+}
+
+#[derive(Deserialize)]
+struct AnyEntry {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    spec: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct IntotoV001 {
+    content: IntotoV001Content,
+    #[serde(rename = "publicKey")]
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+struct IntotoV001Content {
+    hash: Option<EntryHash>,
+    #[serde(rename = "payloadHash")]
+    payload_hash: Option<EntryHash>,
+}
+
+#[derive(Deserialize)]
+struct IntotoV002 {
+    content: IntotoV002Content,
+}
+
+#[derive(Deserialize)]
+struct IntotoV002Content {
+    envelope: IntotoV002Envelope,
+    hash: Option<EntryHash>,
+    #[serde(rename = "payloadHash")]
+    payload_hash: Option<EntryHash>,
+}
+
+#[derive(Deserialize)]
+struct IntotoV002Envelope {
+    #[serde(rename = "payloadType")]
+    payload_type: String,
+    #[serde(default)]
+    signatures: Vec<IntotoV002Signature>,
+}
+
+#[derive(Deserialize)]
+struct IntotoV002Signature {
+    sig: String,
+    #[serde(rename = "publicKey")]
+    public_key: String,
+}
+
+fn check_attestation_body(body: &[u8], env: &AttestedEnvelope<'_>, signer: Signer<'_>) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let AnyEntry { api_version, kind, spec } =
+        serde_json::from_slice(body).map_err(|e| format!("Rekor entry body is malformed: {e}"))?;
+    let malformed = |e: serde_json::Error| {
+        format!("Rekor {} {} entry is malformed: {e}", truncate(&kind, 32), truncate(&api_version, 16))
+    };
+    match (kind.as_str(), api_version.as_str()) {
+        ("intoto", "0.0.1") => {
+            let s: IntotoV001 = serde_json::from_value(spec).map_err(malformed)?;
+            check_hash(s.content.hash.as_ref(), env.envelope, "envelope")?;
+            if s.content.payload_hash.is_some() {
+                check_hash(s.content.payload_hash.as_ref(), env.payload, "payload")?;
+            }
+            let pem = b64.decode(strip_whitespace(&s.public_key)).map_err(|_| "Rekor entry key is not valid base64")?;
+            check_signer(&pem, signer)
+        }
+        ("intoto", "0.0.2") => {
+            let s: IntotoV002 = serde_json::from_value(spec).map_err(malformed)?;
+            check_hash(s.content.hash.as_ref(), env.envelope, "envelope")?;
+            check_hash(s.content.payload_hash.as_ref(), env.payload, "payload")?;
+            if s.content.envelope.payload_type != env.payload_type {
+                return Err(format!(
+                    "Rekor entry is for another payload type ({})",
+                    truncate(&s.content.envelope.payload_type, 100)
+                ));
+            }
+            let twice = |s: &str| b64.decode(strip_whitespace(s)).ok().and_then(|once| b64.decode(once).ok());
+            let logged_sig = s
+                .content
+                .envelope
+                .signatures
+                .iter()
+                .take(MAX_LOGGED_SIGNATURES)
+                .find(|s| twice(&s.sig).as_deref() == Some(env.signature))
+                .ok_or("Rekor entry records a different signature")?;
+            let pem = b64
+                .decode(strip_whitespace(&logged_sig.public_key))
+                .map_err(|_| "Rekor entry key is not valid base64")?;
+            check_signer(&pem, signer)
+        }
+        ("dsse", "0.0.1") => {
+            let s: DsseSpec = serde_json::from_value(spec).map_err(malformed)?;
+            check_hash(s.envelope_hash.as_ref(), env.envelope, "envelope")?;
+            check_dsse_spec(&s, env.payload, env.signature, signer)
+        }
+        (kind, version) => Err(format!(
+            "Rekor entry is a {} {} entry, not an attestation entry (intoto 0.0.1 or 0.0.2, dsse 0.0.1)",
+            truncate(kind, 32),
+            truncate(version, 16)
+        )),
+    }
 }
 
 // ---- Rekor v2 entry bodies (protobuf-specs `rekor.v2.Entry`, protojson) ----
@@ -865,8 +1030,18 @@ pub(crate) mod tests {
                 "signature": {"content": b64.encode(sig), "publicKey": {"content": b64.encode(signer_pem)}}
             }
         });
+        bundle_with_body(log, &body, integrated_time)
+    }
+
+    /// A cosign bundle (`dev.sigstore.cosign/bundle`) logging `body`, its SET by `log`.
+    pub(crate) fn bundle_with_body(
+        log: &p256::ecdsa::SigningKey,
+        body: &serde_json::Value,
+        integrated_time: i64,
+    ) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
         let p = BundlePayload {
-            body: b64.encode(serde_json::to_vec(&body).expect("json")),
+            body: b64.encode(serde_json::to_vec(body).expect("json")),
             integrated_time,
             log_index: 42,
             log_id: test_log_key(log).log_id,
