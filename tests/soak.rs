@@ -361,7 +361,8 @@ fn hostile(w: &World, addr: &str) {
                 tally.count("foreign-ns", status);
                 w.expect(
                     r.as_ref().is_ok_and(|r| {
-                        r.status == 503 || r.oci_error_message().is_some_and(|m| m.contains("is not a configured upstream"))
+                        r.status == 503
+                            || r.oci_error_message().is_some_and(|m| m.contains("is not a configured upstream"))
                     }),
                     || format!("foreign ns: {r:?}"),
                 );
@@ -413,7 +414,9 @@ fn flood(w: &World, addr: &str) {
         w.tally.count("flood", status);
         match status {
             200 => {}
-            503 if text.contains("(limits.max_connections)") && text.to_ascii_lowercase().contains("retry-after: 1") => {
+            503 if text.contains("(limits.max_connections)")
+                && text.to_ascii_lowercase().contains("retry-after: 1") =>
+            {
                 refused += 1
             }
             _ => w.tally.error(format!("flood: {status} {:?}", &text[..text.len().min(300)])),
@@ -437,7 +440,14 @@ struct Sample {
 fn sample(pid: u32, m: &Sigmirror, started: Instant, tally: &Tally) -> Option<Sample> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
-        status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?.trim().trim_end_matches("kB").trim().parse().ok()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
     };
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     let metrics = try_http_timeout("GET", &format!("{}/metrics", m.url()), &[], &[], Duration::from_secs(10)).ok()?;
@@ -497,7 +507,11 @@ fn growth(samples: &[Sample], warmup_secs: f64) -> (Vec<String>, String) {
 fn csv(samples: &[Sample]) -> String {
     let mut out = String::from("secs,rss_kib,fds,threads,tasks,requests,errors\n");
     for s in samples {
-        let _ = writeln!(out, "{:.1},{},{},{},{},{},{}", s.secs, s.rss_kib, s.fds, s.threads, s.tasks, s.requests, s.errors);
+        let _ = writeln!(
+            out,
+            "{:.1},{},{},{},{},{},{}",
+            s.secs, s.rss_kib, s.fds, s.threads, s.tasks, s.requests, s.errors
+        );
     }
     out
 }
@@ -685,7 +699,12 @@ fn soak_mixed_traffic_serves_only_verified_bytes_and_stays_bounded() {
         .unwrap_or_default();
     let mut summary = String::new();
     let _ = writeln!(summary, "soak of {bin}");
-    let _ = writeln!(summary, "duration: {:.0} s (asked {secs} s), samples every {every:?}: {}", started.elapsed().as_secs_f64(), samples.len());
+    let _ = writeln!(
+        summary,
+        "duration: {:.0} s (asked {secs} s), samples every {every:?}: {}",
+        started.elapsed().as_secs_f64(),
+        samples.len()
+    );
     let _ = writeln!(
         summary,
         "requests: {} ({} retried 503 over max_connections), errors: {}, blob bytes verified: {}",
@@ -702,7 +721,12 @@ fn soak_mixed_traffic_serves_only_verified_bytes_and_stays_bounded() {
         );
     }
     let _ = writeln!(summary, "after {warmup:.0} s warm-up: {medians}");
-    let _ = writeln!(summary, "signed images pushed: {}, unsigned: {}", world.signed.lock().unwrap().len(), world.unsigned.lock().unwrap().len());
+    let _ = writeln!(
+        summary,
+        "signed images pushed: {}, unsigned: {}",
+        world.signed.lock().unwrap().len(),
+        world.unsigned.lock().unwrap().len()
+    );
     let _ = writeln!(summary, "answers by kind:");
     for (k, v) in &by_kind {
         let _ = writeln!(summary, "  {k}: {v}");
