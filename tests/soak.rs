@@ -544,11 +544,11 @@ fn svg(samples: &[Sample], title: &str) -> String {
         let _ = writeln!(
             out,
             "<rect x=\"{LEFT}\" y=\"{top}\" width=\"{}\" height=\"{PANEL}\" fill=\"none\" stroke=\"#999\"/>\n\
-             <text x=\"5\" y=\"{}\">{label}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}</text>\
+             <text x=\"{LEFT}\" y=\"{}\">{label}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}</text>\
              <text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>\n\
              <text x=\"{LEFT}\" y=\"{}\">0 s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{end:.0} s</text>",
             W - LEFT - RIGHT,
-            top + 14.0,
+            top - 4.0,
             LEFT - 4.0,
             top + 12.0,
             max,
