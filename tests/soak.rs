@@ -271,8 +271,8 @@ fn unsigned_puller(w: &World) {
 }
 
 /// Pushes what the others pull: a new signed image (new, cold blobs) every
-/// 3 s, a new unsigned one every 10 s, `latest` moved every 5 s, and the
-/// pinned tag moved every 20 s.
+/// 3 s, `latest` moved to one every 6 s, a new unsigned image every 9 s,
+/// and the pinned tag moved every 21 s.
 fn pusher(w: &World, registry: &str, key: &CosignKey) {
     let started = Instant::now();
     let mut n = 0u64;
