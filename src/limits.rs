@@ -9,11 +9,17 @@
 //! `idle_timeout_secs`, `504` for a manifest not answered within
 //! `manifest_timeout_secs`, and `429` with `Retry-After` for a request that
 //! finds every upstream fetch slot taken for `upstream_fetch_wait_secs`.
+//! An upstream blob body that brings less than
+//! `upstream_blob_min_bytes_per_sec` over a window of
+//! `upstream_blob_rate_window_secs` is cut off: the client's response is
+//! aborted and nothing is cached.
 //! Every one is counted in `sigmirror_limit_hits_total{limit}`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -33,6 +39,8 @@ pub struct RawLimits {
     pub manifest_timeout_secs: u64,
     pub max_upstream_fetches: usize,
     pub upstream_fetch_wait_secs: u64,
+    pub upstream_blob_min_bytes_per_sec: u64,
+    pub upstream_blob_rate_window_secs: u64,
 }
 
 impl Default for RawLimits {
@@ -67,6 +75,17 @@ impl Default for RawLimits {
             // A request waits this long for a fetch slot (blob downloads free
             // theirs as they finish), then gets `429` and retries.
             upstream_fetch_wait_secs: 10,
+            // 16 KiB/s is 128 kbit/s, a hundredth of the slowest link a
+            // registry is served over; at this rate a 100 MiB layer would
+            // take almost two hours. The read timeout (`request_timeout_secs`)
+            // only catches a body that stops; one that drips a byte a
+            // second never trips it and holds a fetch slot, a socket and a
+            // download forever. Below this, the blob is not coming.
+            upstream_blob_min_bytes_per_sec: 16 << 10,
+            // As long as the read timeout, so a stall is cut as soon as it
+            // would be anyway, and long enough to ride out TCP slow start
+            // and a storage backend's pauses between chunks.
+            upstream_blob_rate_window_secs: 30,
         }
     }
 }
@@ -87,6 +106,7 @@ pub struct Limits {
     pub manifest_timeout: Duration,
     pub max_upstream_fetches: usize,
     pub upstream_fetch_wait: Duration,
+    pub blob_rate: BlobRate,
 }
 
 impl Default for Limits {
@@ -105,6 +125,10 @@ impl Limits {
             manifest_timeout: Duration::from_secs(raw.manifest_timeout_secs),
             max_upstream_fetches: raw.max_upstream_fetches,
             upstream_fetch_wait: Duration::from_secs(raw.upstream_fetch_wait_secs),
+            blob_rate: BlobRate {
+                min_bytes_per_sec: raw.upstream_blob_min_bytes_per_sec,
+                window: Duration::from_secs(raw.upstream_blob_rate_window_secs),
+            },
         }
     }
 
@@ -117,6 +141,8 @@ impl Limits {
             ("limits.idle_timeout_secs", raw.idle_timeout_secs, "for example 60"),
             ("limits.manifest_timeout_secs", raw.manifest_timeout_secs, "for example 60"),
             ("limits.max_upstream_fetches", raw.max_upstream_fetches as u64, "for example 256"),
+            ("limits.upstream_blob_min_bytes_per_sec", raw.upstream_blob_min_bytes_per_sec, "for example 16384"),
+            ("limits.upstream_blob_rate_window_secs", raw.upstream_blob_rate_window_secs, "for example 30"),
         ];
         for (key, value, example) in positive {
             if value == 0 {
@@ -154,6 +180,8 @@ pub struct FetchSlots {
     slots: Arc<Semaphore>,
     max: usize,
     wait: Duration,
+    /// What a blob body must bring to keep holding its slot.
+    pub blob_rate: BlobRate,
 }
 
 /// One held upstream fetch slot; released on drop.
@@ -162,7 +190,15 @@ pub struct FetchSlot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl FetchSlots {
     pub fn new(max: usize, wait: Duration) -> FetchSlots {
-        FetchSlots { slots: Arc::new(Semaphore::new(max)), max, wait }
+        FetchSlots { slots: Arc::new(Semaphore::new(max)), max, wait, blob_rate: Limits::default().blob_rate }
+    }
+
+    /// The slots of `limits`, with its blob rate.
+    pub fn of(limits: &Limits) -> FetchSlots {
+        FetchSlots {
+            blob_rate: limits.blob_rate,
+            ..FetchSlots::new(limits.max_upstream_fetches, limits.upstream_fetch_wait)
+        }
     }
 
     /// A slot, waiting at most `upstream_fetch_wait_secs` for one.
@@ -181,8 +217,79 @@ impl FetchSlots {
 
 impl Default for FetchSlots {
     fn default() -> Self {
-        let l = Limits::default();
-        FetchSlots::new(l.max_upstream_fetches, l.upstream_fetch_wait)
+        FetchSlots::of(&Limits::default())
+    }
+}
+
+/// `upstream_blob_min_bytes_per_sec` over `upstream_blob_rate_window_secs`:
+/// each window of time spent waiting for an upstream blob body must bring
+/// at least `min_bytes_per_sec × window` bytes.
+///
+/// Only the time sigmirror waits on upstream counts. A pass-through body
+/// is read as fast as its client reads it, and a slow client must not get
+/// upstream cut off: while the consumer is not polling, the clock stands.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobRate {
+    pub min_bytes_per_sec: u64,
+    pub window: Duration,
+}
+
+impl BlobRate {
+    /// `body`, ended with `UpstreamError::TooSlow` at the first window that
+    /// brought too little.
+    pub fn enforce<S>(self, body: S) -> impl Stream<Item = Result<Bytes, UpstreamError>> + Send
+    where
+        S: Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin,
+    {
+        let need = self.min_bytes_per_sec.saturating_mul(self.window.as_secs());
+        let start = Window { waited: Duration::ZERO, got: 0 };
+        futures_util::stream::unfold(Some((body, start)), move |state| async move {
+            let (mut body, mut w) = state?;
+            loop {
+                let waiting = tokio::time::Instant::now();
+                let next = tokio::time::timeout(self.window.saturating_sub(w.waited), body.next()).await;
+                w.waited += waiting.elapsed();
+                let chunk = match next {
+                    Ok(Some(Ok(chunk))) => chunk,
+                    Ok(Some(Err(e))) => return Some((Err(e), None)),
+                    Ok(None) => return None,
+                    // The window ended with nothing more from upstream.
+                    Err(_) => match w.check(need, self) {
+                        Ok(fresh) => {
+                            w = fresh;
+                            continue;
+                        }
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                };
+                w.got += chunk.len() as u64;
+                if w.waited < self.window {
+                    return Some((Ok(chunk), Some((body, w))));
+                }
+                return match w.check(need, self) {
+                    Ok(fresh) => Some((Ok(chunk), Some((body, fresh)))),
+                    Err(e) => Some((Err(e), None)),
+                };
+            }
+        })
+    }
+}
+
+/// One window of a [`BlobRate`]: how long was waited, how much came.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    waited: Duration,
+    got: u64,
+}
+
+impl Window {
+    /// At a window's end: a fresh window when enough came, else the error.
+    fn check(self, need: u64, rate: BlobRate) -> Result<Window, UpstreamError> {
+        if self.got >= need {
+            return Ok(Window { waited: Duration::ZERO, got: 0 });
+        }
+        count_hit("upstream_blob_min_bytes_per_sec");
+        Err(UpstreamError::TooSlow { got: self.got, secs: rate.window.as_secs(), min: rate.min_bytes_per_sec })
     }
 }
 
@@ -215,6 +322,7 @@ mod tests {
         assert_eq!(l.header_read_timeout.as_secs(), 10);
         assert_eq!((l.idle_timeout.as_secs(), l.manifest_timeout.as_secs()), (60, 60));
         assert_eq!(l.upstream_fetch_wait.as_secs(), 10);
+        assert_eq!((l.blob_rate.min_bytes_per_sec, l.blob_rate.window.as_secs()), (16 << 10, 30));
         assert!(problems("").is_empty(), "{:?}", problems(""));
     }
 
@@ -222,7 +330,8 @@ mod tests {
     fn zero_bounds_out_of_range_header_sizes_and_unknown_keys_are_problems() {
         let found = problems(
             "max_connections = 0\nheader_read_timeout_secs = 0\nidle_timeout_secs = 0\nmanifest_timeout_secs = 0\n\
-             max_upstream_fetches = 0\nmax_header_bytes = 4096\nupstream_fetch_wait_secs = 0",
+             max_upstream_fetches = 0\nmax_header_bytes = 4096\nupstream_fetch_wait_secs = 0\n\
+             upstream_blob_min_bytes_per_sec = 0\nupstream_blob_rate_window_secs = 0",
         );
         for key in [
             "max_connections",
@@ -230,13 +339,80 @@ mod tests {
             "idle_timeout_secs",
             "manifest_timeout_secs",
             "max_upstream_fetches",
+            "upstream_blob_min_bytes_per_sec",
+            "upstream_blob_rate_window_secs",
         ] {
             assert!(found.contains(&format!("limits.{key}: must be at least 1")), "{key}: {found:?}");
         }
         assert!(found.contains(&"limits.max_header_bytes: 4096 is outside 8192..=1048576".to_string()), "{found:?}");
-        assert_eq!(found.len(), 6, "a zero wait is allowed (refuse at once): {found:?}");
+        assert_eq!(found.len(), 8, "a zero wait is allowed (refuse at once): {found:?}");
         let found = problems("max_conections = 10");
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("unknown key `max_conections`"), "{found:?}");
+    }
+
+    /// A stream of `chunk`-byte pieces, one every `every`, `n` of them.
+    fn drip(
+        chunk: usize,
+        every: Duration,
+        n: usize,
+    ) -> impl Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin {
+        Box::pin(futures_util::stream::iter(0..n).then(move |_| async move {
+            tokio::time::sleep(every).await;
+            Ok(Bytes::from(vec![7u8; chunk]))
+        }))
+    }
+
+    use super::{BlobRate, Duration, Stream, StreamExt, UpstreamError};
+    use bytes::Bytes;
+
+    const RATE: BlobRate = BlobRate { min_bytes_per_sec: 1000, window: Duration::from_secs(2) };
+
+    /// Reads `s` to its end: the bytes, and the error it ended with.
+    async fn read_all(s: impl Stream<Item = Result<Bytes, UpstreamError>>) -> (usize, Option<UpstreamError>) {
+        let mut s = std::pin::pin!(s);
+        let mut n = 0;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => n += b.len(),
+                Err(e) => return (n, Some(e)),
+            }
+        }
+        (n, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blob_body_at_or_over_the_minimum_rate_streams_whole() {
+        // 1000 B/s exactly, for 10 windows.
+        let (n, err) = read_all(RATE.enforce(drip(100, Duration::from_millis(100), 200))).await;
+        assert_eq!((n, err.map(|e| e.to_string())), (20_000, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dripping_blob_body_is_cut_at_the_end_of_its_first_slow_window() {
+        let started = tokio::time::Instant::now();
+        // 640 B/s: fast enough for any read timeout, too slow for 1000 B/s.
+        let (n, err) = read_all(RATE.enforce(drip(64, Duration::from_millis(100), 1000))).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!((1216..=1280).contains(&n), "{n} bytes passed before the cut");
+        let message = err.expect("cut off").to_string();
+        assert!(message.contains("in 2 s, under limits.upstream_blob_min_bytes_per_sec = 1000"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_is_cut_without_another_byte_and_a_slow_reader_is_not_blamed() {
+        let stalled =
+            futures_util::stream::iter([Ok(Bytes::from(vec![0u8; 5000]))]).chain(futures_util::stream::pending());
+        let (n, err) = read_all(RATE.enforce(Box::pin(stalled))).await;
+        assert_eq!(n, 5000);
+        assert!(err.is_some(), "a stalled body ends in an error");
+        // A reader that waits 10 s between reads of a body that is always
+        // ready: only time spent waiting on upstream counts.
+        let mut s = std::pin::pin!(RATE.enforce(drip(10, Duration::ZERO, 5)));
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(s.next().await.is_some_and(|r| r.is_ok()));
+        }
+        assert!(s.next().await.is_none());
     }
 }

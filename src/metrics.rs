@@ -119,6 +119,9 @@ pub struct Metrics {
     pub config_stale: Gauge,
     pub stale_answers: Family<StaleLabels, Counter>,
     pub limit_hits: Family<LimitLabels, Counter>,
+    /// Tasks alive on the runtime, read when metrics are encoded: a leak of
+    /// connections, downloads or timers shows here before it shows in RSS.
+    pub tasks: Gauge,
 }
 
 /// Seconds, from a cached verdict's recheck (milliseconds) to a slow
@@ -212,6 +215,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Connections and requests cut short or refused by a [limits] bound, by limit",
         limit_hits.clone(),
     );
+    let tasks = Gauge::default();
+    registry.register("tasks", "Tokio tasks alive in the serving runtime, when metrics were read", tasks.clone());
     Metrics {
         registry,
         requests,
@@ -233,6 +238,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         config_stale,
         stale_answers,
         limit_hits,
+        tasks,
     }
 });
 
@@ -267,6 +273,9 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -68,7 +68,7 @@ impl Mirror {
         // this process holds open, whichever registry it is open to. A
         // reload starts a new set; fetches in flight keep the old one's.
         let limits = &config.limits;
-        let slots = Arc::new(FetchSlots::new(limits.max_upstream_fetches, limits.upstream_fetch_wait));
+        let slots = Arc::new(FetchSlots::of(limits));
         let mut upstreams = HashMap::new();
         for u in &config.upstreams {
             upstreams.insert(u.registry.clone(), Arc::new(UpstreamClient::new(u, slots.clone())?));

@@ -3,8 +3,10 @@
 //!
 //! Requests go out with `reqwest`, so bodies stream and every read is bounded
 //! in size and time: manifests, tag lists, referrers, tokens and error bodies
-//! each have their own limit below. Only blob bodies are unbounded, because
-//! they stream to the client and are hashed on the way.
+//! each have their own limit below. Blob bodies are unbounded in size,
+//! because they stream to the client and are hashed on the way, but not in
+//! time: each must keep up `[limits] upstream_blob_min_bytes_per_sec`
+//! (`limits::BlobRate`).
 //!
 //! The registry token dance (a `401` with `WWW-Authenticate: Bearer realm=…`,
 //! then a token request to the realm) is done here too, bounded like
@@ -100,6 +102,12 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("cannot reach upstream")]
     Unreachable(String),
+    /// `[limits] upstream_blob_min_bytes_per_sec`, over a window of `secs`.
+    #[error(
+        "upstream sent {got} bytes of a blob in {secs} s, under limits.upstream_blob_min_bytes_per_sec = {min}; \
+         the download was cut off"
+    )]
+    TooSlow { got: u64, secs: u64, min: u64 },
     #[error("upstream sent more than {limit} bytes for {what}")]
     TooLarge { what: &'static str, limit: usize },
     #[error("upstream sent content with digest {actual}, expected {expected}")]
@@ -606,7 +614,8 @@ impl UpstreamClient {
 
     /// `GET|HEAD /v2/<repo>/blobs/<digest>` as a stream. The caller hashes it.
     /// No whole-request timeout: layers can take minutes. The read timeout
-    /// still catches a stalled upstream.
+    /// catches a stalled upstream, the blob rate (`limits::BlobRate`) one
+    /// that drips.
     pub async fn blob(&self, repo: &str, digest: &Digest, head: bool) -> Result<BlobStream, UpstreamError> {
         let method = if head { reqwest::Method::HEAD } else { reqwest::Method::GET };
         self.blob_request(repo, digest, method, None).await
@@ -645,6 +654,7 @@ impl UpstreamClient {
             let _held = &slot;
             r.map_err(|e| UpstreamError::from_reqwest(e, timeout))
         });
+        let body = self.slots.blob_rate.enforce(body);
         Ok(BlobStream { content_length, offset, body: Box::pin(body) })
     }
 

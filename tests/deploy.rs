@@ -57,6 +57,7 @@ const METRICS: &[(&str, Kind, &[&str])] = &[
     ("sigmirror_blob_cache_write_errors_total", Kind::Counter, &[]),
     ("sigmirror_stale_answers_total", Kind::Counter, &["kind"]),
     ("sigmirror_limit_hits_total", Kind::Counter, &["limit"]),
+    ("sigmirror_tasks", Kind::Gauge, &[]),
     ("sigmirror_build_info", Kind::Gauge, &["version"]),
 ];
 
@@ -77,6 +78,7 @@ const LABEL_VALUES: &[(&str, &[&str])] = &[
             "idle_timeout_secs",
             "manifest_timeout_secs",
             "max_upstream_fetches",
+            "upstream_blob_min_bytes_per_sec",
         ],
     ),
 ];

@@ -201,6 +201,40 @@ fn a_request_head_over_max_header_bytes_gets_431_and_one_under_it_is_served() {
 }
 
 #[test]
+fn an_http2_header_list_over_max_header_bytes_gets_431_and_one_under_it_is_served() {
+    let (mock, m) = start("max_header_bytes = 8192");
+    let url = format!("{}/v2/", m.url());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // h2c with prior knowledge on the plain listener: the h2 client
+        // sends what it is given, whatever the server's
+        // SETTINGS_MAX_HEADER_LIST_SIZE says.
+        let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+        let send = |headers: Vec<(String, String)>| {
+            let mut rb = client.get(&url);
+            for (k, v) in headers {
+                rb = rb.header(k, v);
+            }
+            async move { tokio::time::timeout(Duration::from_secs(10), rb.send()).await.expect("answered in time") }
+        };
+        let r = send(vec![("x-padding".into(), "a".repeat(6000))]).await.unwrap();
+        assert_eq!(
+            (r.version(), r.status().as_u16()),
+            (reqwest::Version::HTTP_2, 200),
+            "a 6 KB list is within the bound"
+        );
+        let r = send(vec![("x-padding".into(), "a".repeat(20_000))]).await.expect("h2 answers, not resets");
+        assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 431));
+        let many = (0..90).map(|i| (format!("x-h{i}"), "b".repeat(120))).collect();
+        assert_eq!(send(many).await.unwrap().status(), 431, "many small headers add up the same way");
+        // The same connection goes on serving.
+        assert_eq!(send(vec![]).await.unwrap().status(), 200);
+    });
+    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
+    report_memory(&m, "oversized HTTP/2 header lists");
+}
+
+#[test]
 fn connections_over_max_connections_get_503_with_retry_after_and_the_others_keep_working() {
     let (mock, m) = start("max_connections = 2\nheader_read_timeout_secs = 30");
 

@@ -680,3 +680,53 @@ fn a_manifest_sent_byte_by_byte_is_cut_at_manifest_timeout_and_nothing_is_served
     assert!(!r.body.windows(image.manifest.len()).any(|w| w == image.manifest));
     assert_memory_bounded(&m, "after a manifest sent byte by byte");
 }
+
+#[test]
+fn a_blob_dripping_under_the_minimum_rate_is_cut_off_at_its_window_its_response_aborted_and_nothing_cached() {
+    // 16 KiB at 64 bytes every 100 ms (640 B/s): every read arrives well
+    // within the read timeout, and the whole blob would take 26 s.
+    let blob: Vec<u8> = (0..16_384u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = sha256_digest(&blob);
+    let path = format!("/v2/team-a/app/blobs/{digest}");
+    let mock = MockUpstream::start();
+    let headers = vec![("Content-Type".to_string(), "application/octet-stream".to_string())];
+    mock.set(
+        &path,
+        Reply::Drip {
+            status: 200,
+            headers: headers.clone(),
+            body: blob.clone(),
+            chunk: 64,
+            every: Duration::from_millis(100),
+        },
+    );
+    let limits = "[limits]\nupstream_blob_min_bytes_per_sec = 4096\nupstream_blob_rate_window_secs = 2";
+    let m = Sigmirror::start(&format!("{}\n{limits}\n", config(&mock.url(), "")));
+    for attempt in 1..=2 {
+        let started = Instant::now();
+        let r = try_http_timeout("GET", &blob_url(&m, "team-a/app", &digest), &[], &[], Duration::from_secs(40))
+            .unwrap_or_else(|e| panic!("attempt {attempt}: no answer: {e}"));
+        let took = started.elapsed();
+        // The head went out with the first bytes; the body is aborted.
+        assert_eq!((r.status, r.header("content-length")), (200, Some("16384")), "attempt {attempt}");
+        assert!(!r.complete, "attempt {attempt}: a complete answer of {} bytes", r.body.len());
+        assert!(r.body.len() < 4096, "attempt {attempt}: {} bytes went out", r.body.len());
+        assert_eq!(r.body, blob[..r.body.len()], "attempt {attempt}: what went out is the blob's start");
+        assert!(took >= Duration::from_millis(1800) && took < Duration::from_secs(6), "attempt {attempt}: {took:?}");
+        assert_eq!(mock.count(&path), attempt, "attempt {attempt}: nothing was cached, so upstream is asked again");
+    }
+    m.wait_for_log(
+        "under limits.upstream_blob_min_bytes_per_sec = 4096; the download was cut off",
+        Duration::from_secs(5),
+    );
+    assert_eq!(m.metric("sigmirror_limit_hits_total{limit=\"upstream_blob_min_bytes_per_sec\"}"), 2);
+    // At full speed the same blob is served whole and then from the cache.
+    mock.set(&path, Reply::Full { status: 200, headers, body: blob.clone() });
+    for _ in 0..2 {
+        let r =
+            try_http_timeout("GET", &blob_url(&m, "team-a/app", &digest), &[], &[], Duration::from_secs(20)).unwrap();
+        assert_eq!((r.status, r.complete, r.body == blob), (200, true, true));
+    }
+    assert_eq!(mock.count(&path), 3, "{:?}", mock.requests());
+    assert_memory_bounded(&m, "after a blob dripping under the minimum rate");
+}

@@ -135,3 +135,62 @@ fn a_renewed_certificate_is_served_to_new_connections_without_a_restart() {
     assert!(m.is_running(), "{}", m.logs());
     assert_eq!(m.pid(), pid, "the process was not restarted");
 }
+
+#[test]
+fn a_tls_connection_over_max_connections_is_answered_503_with_retry_after_after_its_handshake() {
+    let mock = MockUpstream::start();
+    let (m, cert) = https_mirror(&mock.url(), "[limits]\nmax_connections = 2\nheader_read_timeout_secs = 30");
+    // Two connections that have not finished a handshake hold both slots.
+    let held: Vec<TcpStream> =
+        (0..2).map(|_| TcpStream::connect_timeout(&m.addr.parse().unwrap(), Duration::from_secs(5)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = format!("https://{}/v2/", m.addr);
+    rt.block_on(async {
+        // The third completes its handshake (ALPN picks HTTP/2) and is
+        // answered, not reset: the refusal is the same over TLS.
+        for http2 in [true, false] {
+            let client = reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(cert.as_bytes()).unwrap()])
+                .pool_max_idle_per_host(0);
+            let client = if http2 { client } else { client.http1_only() }.build().unwrap();
+            let started = Instant::now();
+            let r = client.get(&url).send().await.expect("the connection over the limit is answered");
+            assert_eq!(r.version(), if http2 { reqwest::Version::HTTP_2 } else { reqwest::Version::HTTP_11 });
+            assert_eq!(r.status(), 503);
+            assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+            assert_eq!(
+                body["errors"][0]["message"],
+                "sigmirror is serving its limit of 2 connections (limits.max_connections); retry shortly"
+            );
+            assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+        }
+    });
+    let peak = m.proc_status_kib("VmHWM");
+    eprintln!("memory peak after TLS connections over max_connections: {peak} KiB");
+    assert!(peak < 100 * 1024, "sigmirror peaked at {peak} KiB");
+    // Once the held ones go, TLS clients are served again, and the
+    // refusals were counted.
+    drop(held);
+    rt.block_on(async {
+        let mut served = false;
+        for _ in 0..50 {
+            if answers_trusting(&cert, &url).await {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(served, "a freed slot was never served:\n{}", m.logs());
+        let text = trusting(&cert).get(format!("https://{}/metrics", m.addr)).send().await.unwrap().text().await;
+        let hits = text
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("sigmirror_limit_hits_total{limit=\"max_connections\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(hits.is_some_and(|n| n >= 2), "{hits:?}");
+    });
+    assert_eq!(mock.total(), 0, "{:?}", mock.requests());
+}

@@ -72,7 +72,10 @@ impl Sigmirror {
     fn spawn(&mut self) -> Result<(), String> {
         self.starts += 1;
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigmirror"))
+        // `SIGMIRROR_BIN` runs another build of the same binary (the soak
+        // runs the release one from a debug test).
+        let bin = std::env::var_os("SIGMIRROR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sigmirror").into());
+        let mut child = Command::new(bin)
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
