@@ -43,8 +43,8 @@ fn signer(label: &str) -> Signer {
 fn signer_of_pem(pem: &str) -> Signer {
     let dir = tempfile::TempDir::new().unwrap();
     let pem_file = dir.path().join("key.pem");
-    fs::write(&pem_file, &pem).unwrap();
-    let cosign = signing::CosignKey::from_pkcs8_pem(&pem);
+    fs::write(&pem_file, pem).unwrap();
+    let cosign = signing::CosignKey::from_pkcs8_pem(pem);
     Signer { pem_file, public_pem: cosign.public_pem(), cosign, _dir: dir }
 }
 

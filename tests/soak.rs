@@ -207,11 +207,11 @@ fn signed_puller(w: &World, n: usize) {
         let image = {
             let signed = w.signed.lock().unwrap();
             // Every fourth pull takes the newest image: its blobs are cold.
-            if i % 4 == 0 { signed.last() } else { signed.get(i % signed.len()) }.cloned()
+            if i.is_multiple_of(4) { signed.last() } else { signed.get(i % signed.len()) }.cloned()
         };
         let Some(image) = image else { return };
         i += PULLERS;
-        let reference = if i % 2 == 0 { image.tag.clone() } else { image.digest.clone() };
+        let reference = if i.is_multiple_of(2) { image.tag.clone() } else { image.digest.clone() };
         let path = format!("/v2/{SIGNED}/manifests/{reference}");
         let Some(r) = w.get("signed-manifest", &path, &[("Accept", MANIFEST_ACCEPT)]) else { continue };
         w.check_manifest("signed-manifest", &path, &r, &|d| d == image.digest);
@@ -293,18 +293,18 @@ fn pusher(w: &World, registry: &str, key: &CosignKey) {
         let tag = format!("c{n}");
         let image = signed_image(registry, key, &seed, Some(&tag));
         w.signed.lock().unwrap().push(Image::of(&image, &tag));
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             // `latest` moves to a signed image; it may be served once it is in the set.
             let latest = signed_image(registry, key, &format!("latest-{seed}"), None);
             w.latest.lock().unwrap().insert(latest.digest.clone());
             push_raw_manifest(registry, SIGNED, "latest", &latest.media_type, &latest.manifest);
         }
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let u = build_image(&format!("unsigned-{n}"), "amd64");
             push_built(registry, UNSIGNED, Some(&format!("unsigned-{n}")), &u);
             w.unsigned.lock().unwrap().push(u);
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             let moved = signed_image(registry, key, &format!("pinned-{seed}"), None);
             w.pinned_moved.store(true, Ordering::SeqCst);
             push_raw_manifest(registry, SIGNED, "pinned", &moved.media_type, &moved.manifest);
@@ -512,7 +512,9 @@ fn growth(samples: &[Sample], warmup_secs: f64) -> (Vec<String>, String) {
     }
     let (first, last) = (&judged[..third], &judged[judged.len() - third..]);
     let med = |part: &[&Sample], f: fn(&Sample) -> u64| median(part.iter().map(|s| f(s)).collect());
-    let series: [(&str, fn(&Sample) -> u64, f64, u64); 4] = [
+    // (name, value, ratio and absolute growth the last third may show over the first)
+    type Series = (&'static str, fn(&Sample) -> u64, f64, u64);
+    let series: [Series; 4] = [
         ("RSS KiB", |s| s.rss_kib, 1.25, 16 << 10),
         ("fds", |s| s.fds, 1.5, 32),
         ("tasks", |s| s.tasks, 2.0, 100),
