@@ -475,12 +475,16 @@ fn sample(pid: u32, m: &Sigmirror, started: Instant, tally: &Tally) -> Option<Sa
             .ok()
     };
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    let metrics = try_http_timeout("GET", &format!("{}/metrics", m.url()), &[], &[], Duration::from_secs(10)).ok()?;
-    let tasks = metrics
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("sigmirror_tasks "))
-        .and_then(|v| v.trim().parse::<f64>().ok())? as u64;
+    // The sampler's own scrape meets the floods too: retried past their 503s.
+    let scrape = || try_http_timeout("GET", &format!("{}/metrics", m.url()), &[], &[], Duration::from_secs(10)).ok();
+    let tasks = (0..50).find_map(|_| {
+        let found =
+            scrape()?.text().lines().find_map(|l| l.strip_prefix("sigmirror_tasks ")?.trim().parse::<f64>().ok());
+        if found.is_none() {
+            thread::sleep(Duration::from_millis(100));
+        }
+        found
+    })? as u64;
     Some(Sample {
         secs: started.elapsed().as_secs_f64(),
         rss_kib: field("VmRSS")?,
