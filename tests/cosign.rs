@@ -191,7 +191,7 @@ fn a_signed_index_vouches_for_its_platform_manifests() {
     let index = push_multiarch(&registry.host, REPO, "v1", "multi-signed");
     let key = CosignKey::generate();
     sign_and_push(&registry.host, REPO, &index.digest, &key, "registry.test/team-a/app");
-    let m = mirror_trusting(&registry, &key, "");
+    let m = mirror_trusting(&registry, &key, "[audit]\npath = \"audit.log\"\n");
     let child = &index.children[0];
     // Before the index is verified, a platform manifest needs its own signature.
     assert_refused(&manifest(&m, "GET", REPO, &child.digest), &child.digest, "no cosign signature found");
@@ -202,7 +202,11 @@ fn a_signed_index_vouches_for_its_platform_manifests() {
         let r = manifest(&m, "GET", REPO, &c.digest);
         assert_eq!(r.status, 200, "{}: {}", c.digest, r.text());
     }
-    assert!(m.logs().contains(&format!("listed by verified index {}", index.digest)), "{}", m.logs());
+    // A vouched allow is recalled, not verified: the audit log records it
+    // (stderr has it only at debug).
+    let audit = fs::read_to_string(m.dir.path().join("audit.log")).unwrap();
+    let vouched = format!("\"reason\":\"listed by verified index {}\"", index.digest);
+    assert_eq!(audit.matches(&vouched).count(), index.children.len(), "{audit}");
 }
 
 #[test]
