@@ -188,40 +188,13 @@ fn statement(payload: &[u8], digest: &Digest) -> Result<Statement, String> {
 mod tests {
     use super::*;
     use crate::verify::rekor::tests::bundle_with_body;
+    use crate::verify::test_support::{authority_in, fulcio, now, vectors};
     use crate::verify::x509::tests::{leaf_params, TestCa, NOW};
     use p256::ecdsa::signature::Signer as _;
     use serde_json::json;
     use sha2::{Digest as _, Sha256};
-    use std::path::{Path, PathBuf};
 
     const ANNOTATION_BUNDLE: &str = cosign::ANNOTATION_BUNDLE;
-
-    fn vectors() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
-    }
-
-    fn now() -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(NOW).expect("time")
-    }
-
-    fn authority_in(base: &Path, fragment: &str) -> CosignAuthority {
-        let (p, mut c) = crate::config::policy_fragment(base, fragment);
-        let mut auths = CosignAuthority::from_policy(&p, &mut c);
-        assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| &p.message).collect::<Vec<_>>());
-        assert_eq!(auths.len(), 1);
-        auths.remove(0)
-    }
-
-    /// Public-good Fulcio and Rekor, from sigstore-rs's production trusted root.
-    fn fulcio(identity: &str, issuer: &str) -> CosignAuthority {
-        authority_in(
-            &vectors(),
-            &format!(
-                "[[cosign_certificates]]\nsigstore_trusted_root = \"cosign/sigstore-rs/trusted_root.json\"\n\
-                 identity = {identity:?}\nissuer = {issuer:?}"
-            ),
-        )
-    }
 
     /// A `.att` vector folder: the layer blob and its annotations.
     fn layer(dir: &str) -> (Vec<u8>, BTreeMap<String, String>) {

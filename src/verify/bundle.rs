@@ -558,7 +558,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::oci::Digest;
     use crate::verify::rekor::tests::test_log_key;
-    use crate::verify::x509::tests::NOW;
+    use crate::verify::test_support::{authority_in, fulcio, now};
     use p256::ecdsa::signature::Signer as _;
     use serde_json::{json, Value};
     use sha2::{Digest as _, Sha256};
@@ -576,28 +576,6 @@ pub(crate) mod tests {
 
     fn read_json(rel: &str) -> Value {
         serde_json::from_slice(&std::fs::read(vectors().join(rel)).expect("vector")).expect("json")
-    }
-
-    fn now() -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(NOW).expect("time")
-    }
-
-    fn authority_in(base: &Path, fragment: &str) -> CosignAuthority {
-        let (p, mut c) = crate::config::policy_fragment(base, fragment);
-        let mut auths = CosignAuthority::from_policy(&p, &mut c);
-        assert!(c.problems.is_empty(), "{:?}", c.problems.iter().map(|p| &p.message).collect::<Vec<_>>());
-        assert_eq!(auths.len(), 1);
-        auths.remove(0)
-    }
-
-    fn fulcio(identity: &str, issuer: &str) -> CosignAuthority {
-        authority_in(
-            &vectors(),
-            &format!(
-                "[[cosign_certificates]]\nsigstore_trusted_root = \"sigstore-rs/trusted_root.json\"\n\
-                 identity = {identity:?}\nissuer = {issuer:?}"
-            ),
-        )
     }
 
     /// Verifies with no repository expected (`docker_reference = "any"`), the reason as text.
@@ -856,7 +834,7 @@ pub(crate) mod tests {
     #[test]
     fn a_tampered_set_inclusion_proof_or_checkpoint_in_the_cosign_v3_bundle_is_refused() {
         let auth = fulcio(KAT_IDENTITY, KAT_ISSUER);
-        let name = "sigstore-rs/trusted_root.json tlogs[0]";
+        let name = "cosign/sigstore-rs/trusted_root.json tlogs[0]";
         let mut b = kat();
         flip_b64(&mut entry(&mut b)["inclusionPromise"]["signedEntryTimestamp"], 12);
         assert_eq!(

@@ -17,5 +17,7 @@ pub mod notation;
 pub mod rekor;
 #[cfg(test)]
 mod rekor2_tests;
+#[cfg(test)]
+mod test_support;
 pub(crate) mod timestamp;
 pub mod x509;
