@@ -23,13 +23,25 @@ fn pinning_mirror(
     revalidate: u64,
     extra_top: &str,
 ) -> Sigmirror {
+    pinning_mirror_with(registry, key, on_tag_move, revalidate, extra_top, "")
+}
+
+/// [`pinning_mirror`] with `extra_policy` lines in its policy.
+fn pinning_mirror_with(
+    registry: &Registry,
+    key: &CosignKey,
+    on_tag_move: &str,
+    revalidate: u64,
+    extra_top: &str,
+    extra_policy: &str,
+) -> Sigmirror {
     let dir = tempfile::TempDir::new().unwrap();
     fs::write(dir.path().join("release.pub"), key.public_pem()).unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npin_revalidate_secs = {revalidate}\n{extra_top}\n\
          [[upstream]]\nregistry = \"{NS}\"\nurl = \"{}\"\ndangerous_plain_http = true\ndefault = true\n\n\
          [[policy]]\nname = \"releases\"\nscope = [\"registry.test/team-a/**\"]\nmode = \"enforce\"\n\
-         cosign_keys = [\"release.pub\"]\nimmutable_tags = [\"*\", \"!latest\"]\non_tag_move = \"{on_tag_move}\"\n",
+         cosign_keys = [\"release.pub\"]\nimmutable_tags = [\"*\", \"!latest\"]\non_tag_move = \"{on_tag_move}\"\n{extra_policy}",
         registry.url()
     );
     Sigmirror::start_in(dir, &config)
@@ -136,6 +148,38 @@ fn a_mutable_tag_still_follows_upstream() {
     assert_eq!(get(&m, "latest").header("docker-content-digest"), Some(a.digest.as_str()));
     let b = push_signed(&registry, "latest", "latest-b", &key);
     assert_eq!(get(&m, "latest").header("docker-content-digest"), Some(b.digest.as_str()));
+}
+
+/// `index = "children"`: an unsigned index is served, and an immutable tag
+/// naming it is pinned all the same, so the tag cannot later name another
+/// index of (validly signed) children.
+#[test]
+fn under_index_children_an_unsigned_index_pins_its_tag_and_a_move_is_refused() {
+    let registry = Registry::start();
+    let key = CosignKey::generate();
+    let sign_children = |index: &Pushed| {
+        for c in &index.children {
+            sign_and_push(&registry.host, REPO, &c.digest, &key, "registry.test/team-a/app");
+        }
+    };
+    let first = push_multiarch(&registry.host, REPO, "v1", "children-first");
+    sign_children(&first);
+    let mut m = pinning_mirror_with(&registry, &key, "deny", 0, "", "index = \"children\"\n");
+    let r = get(&m, "v1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("docker-content-digest"), Some(first.digest.as_str()));
+
+    // Another index, its children validly signed too, pushed to the same tag.
+    let second = push_multiarch(&registry.host, REPO, "v1", "children-second");
+    sign_children(&second);
+    let r = get_until(&m, "v1", 403, &first.digest);
+    let msg = r.oci_error_message().unwrap();
+    assert!(msg.starts_with("policy releases refused registry.test/team-a/app:v1: "), "{msg}");
+    assert!(msg.contains(&format!("tag v1 of team-a/app was pinned to {} on 20", first.digest)), "{msg}");
+    assert!(msg.contains(&format!("; upstream now serves {}", second.digest)), "{msg}");
+    m.kill9();
+    let (ok, out) = cli(&m, &["list"]);
+    assert!(ok && out.contains(&first.digest), "{out}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Immutable tags at serve time: a tag under `immutable_tags` is served from
 //! its pin without asking upstream, pinned the first time it resolves to a
-//! verified digest, and re-resolved in the background to notice moves.
+//! verified digest (or to an index under `index = "children"`, see
+//! [`may_pin`]), and re-resolved in the background to notice moves.
 //!
 //! Pins and revalidation resolve with one fixed, complete `Accept`
 //! (`media::ALL_MANIFESTS`), never the client's: a registry answers a narrower
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use crate::audit::{refuse, Subject};
 use crate::cache::Recalled;
-use crate::config::OnTagMove;
+use crate::config::{IndexRule, Mode, OnTagMove};
 use crate::error::Error;
 use crate::metrics::{PolicyLabels, METRICS};
 use crate::mirror::{refuse_unverifiable, Mirror, Pull};
@@ -121,8 +122,7 @@ impl TagGuard {
                 // the pin names the object the tag really points at.
                 let m = mirror.resolve(pull, &pull.reference, media::ALL_MANIFESTS).await?;
                 let verdict = mirror.decide(pull, policy, &m).await?;
-                // Only a real verification pins; an audit-mode allow vouches for nothing.
-                if !verdict.value.vouches() {
+                if !may_pin(policy, &m, &verdict.value) {
                     return Ok((m, verdict));
                 }
                 let ours = Pin {
@@ -246,6 +246,18 @@ fn tag_moved_reason(pin: &Pin, seen: &Digest) -> String {
         .map(crate::verify::x509::format_time)
         .unwrap_or_else(|_| pin.pinned_at.to_string());
     format!("tag {} of {} was pinned to {} on {when}; upstream now serves {seen}", pin.tag, pin.repository, pin.digest)
+}
+
+/// Whether serving `m` for an immutable tag pins the tag to it.
+///
+/// A real verification pins. So does an index under `index = "children"`,
+/// signed or not: it vouches for none of its children, but the tag must
+/// still not move, or an unsigned index could later list another release's
+/// signed children (an older, vulnerable one) under the same tag. An
+/// audit-mode allow pins nothing: nothing was enforced.
+fn may_pin(policy: &Policy, m: &Manifest, verdict: &Verdict) -> bool {
+    let index_served = policy.index_rule == IndexRule::Children && media::is_index(&m.media_type);
+    verdict.vouches() || (policy.mode == Mode::Enforce && verdict.is_allow() && index_served)
 }
 
 /// An index served for a pinned tag to a client whose `Accept` does not list
