@@ -52,10 +52,14 @@ struct Peer {
     base: String,
     /// Query string the peer needs (sigmirror: `ns=`).
     query: &'static str,
+    /// The server's process; its CPU time (and its children's, for nginx's
+    /// workers) is read from /proc around each cell. None: not measured.
+    pid: Option<u32>,
 }
 
 struct Cell {
     rps: f64,
+    requests: usize,
     p50_us: u64,
     p99_us: u64,
     errors: u64,
@@ -99,9 +103,19 @@ fn main() {
     let proxy = start_distribution_proxy(&origin.url());
     let nginx = start_nginx(&image, &big);
     let peers = [
-        Peer { name: "nginx (static files)", base: format!("http://{}", nginx.addr), query: "" },
-        Peer { name: "distribution proxy", base: format!("http://{}", proxy.addr), query: "" },
-        Peer { name: "sigmirror", base: mirror.url(), query: "?ns=registry.test" },
+        Peer {
+            name: "nginx (static files)",
+            base: format!("http://{}", nginx.addr),
+            query: "",
+            pid: Some(nginx.child.id()),
+        },
+        Peer {
+            name: "distribution proxy",
+            base: format!("http://{}", proxy.addr),
+            query: "",
+            pid: Some(proxy.child.id()),
+        },
+        Peer { name: "sigmirror", base: mirror.url(), query: "?ns=registry.test", pid: Some(mirror.pid()) },
     ];
     for p in &peers[1..] {
         // The blob's manifest first: sigmirror serves a blob only once a
@@ -119,88 +133,103 @@ fn main() {
         ("HEAD immutable tag (pinned in sigmirror)", "HEAD", format!("/v2/{REPO}/manifests/v1")),
         ("HEAD mutable tag", "HEAD", format!("/v2/{REPO}/manifests/latest")),
     ];
-    for (label, method, path) in &manifests {
+    for (label, method, path) in manifests.iter().filter(|_| only("manifests")) {
         println!("  {label}");
         let mut floor = None;
         for p in &peers {
             let url = format!("{}{path}{}", p.base, p.query);
             let warm = http(method, &url, &[("Accept", MANIFEST_ACCEPT)]);
             assert_eq!(warm.status, 200, "{} {label}: {}", p.name, warm.text());
+            let cpu = cpu_secs(p.pid.expect("peer pid"));
             let cell = rt.block_on(load(method, &url, conc, Duration::from_secs(secs)));
+            let cpu_us = (cpu_secs(p.pid.expect("peer pid")) - cpu) * 1e6 / cell.requests.max(1) as f64;
             let base = *floor.get_or_insert(cell.rps);
             println!(
-                "    {:<22} {:>9.0} req/s  p50 {:>6} µs  p99 {:>7} µs  errors {:>3}  ratio {:.2}",
+                "    {:<22} {:>9.0} req/s  p50 {:>6} µs  p99 {:>7} µs  errors {:>3}  ratio {:.2}  server CPU {:>6.1} µs/req",
                 p.name,
                 cell.rps,
                 cell.p50_us,
                 cell.p99_us,
                 cell.errors,
-                cell.rps / base
+                cell.rps / base,
+                cpu_us
             );
         }
     }
 
-    println!("\n2. cached 50 MB blob");
-    let blob_path = format!("/v2/{REPO}/blobs/{}", big.layer_digests[0]);
-    let mb = big.layers[0].len() as f64 / 1e6;
-    for c in [4, 32] {
-        println!("  {c} connections");
-        let mut floor = None;
-        for p in &peers {
-            let url = format!("{}{blob_path}{}", p.base, p.query);
-            assert_eq!(http("GET", &url, &[]).body.len(), big.layers[0].len(), "{} warm", p.name);
-            let cell = rt.block_on(load("GET", &url, c, Duration::from_secs(secs)));
-            let base = *floor.get_or_insert(cell.rps);
-            println!(
-                "    {:<22} {:>7.0} MB/s  p50 {:>6} ms  p99 {:>6} ms  errors {:>3}  ratio {:.2}",
+    if only("blob") {
+        println!("\n2. cached 50 MB blob");
+        let blob_path = format!("/v2/{REPO}/blobs/{}", big.layer_digests[0]);
+        let mb = big.layers[0].len() as f64 / 1e6;
+        for c in [4, 32] {
+            println!("  {c} connections");
+            let mut floor = None;
+            for p in &peers {
+                let url = format!("{}{blob_path}{}", p.base, p.query);
+                assert_eq!(http("GET", &url, &[]).body.len(), big.layers[0].len(), "{} warm", p.name);
+                let cpu = cpu_secs(p.pid.expect("peer pid"));
+                let cell = rt.block_on(load("GET", &url, c, Duration::from_secs(secs)));
+                let cpu_per_gb = (cpu_secs(p.pid.expect("peer pid")) - cpu) * 1e3 / (cell.requests.max(1) as f64 * mb);
+                let base = *floor.get_or_insert(cell.rps);
+                println!(
+                "    {:<22} {:>7.0} MB/s  p50 {:>6} ms  p99 {:>6} ms  errors {:>3}  ratio {:.2}  server CPU {:>5.2} s/GB",
                 p.name,
                 cell.rps * mb,
                 cell.p50_us / 1000,
                 cell.p99_us / 1000,
                 cell.errors,
-                cell.rps / base
+                cell.rps / base,
+                cpu_per_gb
+            );
+            }
+        }
+    }
+
+    if only("cold") {
+        println!("\n3. cold pull of a signed 4-layer image (4 x 2 MiB), one client");
+        let origin_peer = Peer { name: "straight from origin", base: origin.url(), query: "", pid: None };
+        let mut direct = None;
+        for (p, who) in [(&origin_peer, "origin"), (&peers[1], "proxy"), (&peers[2], "sigmirror")] {
+            let before = origin_requests(&origin);
+            let t = Instant::now();
+            pull(&p.base, p.query, &format!("cold-{who}")).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            let took = t.elapsed().as_secs_f64() * 1e3;
+            let base = *direct.get_or_insert(took);
+            println!(
+                "    {:<22} {:>7.1} ms  origin requests {:>3}  time ratio {:.2}",
+                p.name,
+                took,
+                origin_requests(&origin) - before,
+                took / base
             );
         }
     }
 
-    println!("\n3. cold pull of a signed 4-layer image (4 x 2 MiB), one client");
-    let origin_peer = Peer { name: "straight from origin", base: origin.url(), query: "" };
-    let mut direct = None;
-    for (p, who) in [(&origin_peer, "origin"), (&peers[1], "proxy"), (&peers[2], "sigmirror")] {
-        let before = origin_requests(&origin);
-        let t = Instant::now();
-        pull(&p.base, p.query, &format!("cold-{who}")).unwrap_or_else(|e| panic!("{}: {e}", p.name));
-        let took = t.elapsed().as_secs_f64() * 1e3;
-        let base = *direct.get_or_insert(took);
-        println!(
-            "    {:<22} {:>7.1} ms  origin requests {:>3}  time ratio {:.2}",
-            p.name,
-            took,
-            origin_requests(&origin) - before,
-            took / base
-        );
+    if only("herd") {
+        println!("\n4. herd: 100 concurrent cold pulls of one image (4 layers + config)");
+        for (p, who) in [(&peers[1], "herd-proxy"), (&peers[2], "herd-sigmirror")] {
+            let img = &cold.iter().find(|(w, _)| *w == who).unwrap().1;
+            let before: Vec<usize> = objects(img).iter().map(|path| origin.requests("GET", path)).collect();
+            let t = Instant::now();
+            let herd: Vec<_> = (0..100)
+                .map(|_| {
+                    let (base, query, tag) = (p.base.clone(), p.query, format!("cold-{who}"));
+                    std::thread::spawn(move || pull(&base, query, &tag))
+                })
+                .collect();
+            let failed = herd.into_iter().map(|h| h.join()).filter(|r| !matches!(r, Ok(Ok(())))).count();
+            let per_object: Vec<usize> =
+                objects(img).iter().zip(before).map(|(path, b)| origin.requests("GET", path) - b).collect();
+            println!(
+                "    {:<22} {:>7.0} ms  failed pulls {failed:>3}  origin GETs per object {per_object:?} (max {})",
+                p.name,
+                t.elapsed().as_secs_f64() * 1e3,
+                per_object.iter().max().unwrap_or(&0)
+            );
+        }
     }
-
-    println!("\n4. herd: 100 concurrent cold pulls of one image (4 layers + config)");
-    for (p, who) in [(&peers[1], "herd-proxy"), (&peers[2], "herd-sigmirror")] {
-        let img = &cold.iter().find(|(w, _)| *w == who).unwrap().1;
-        let before: Vec<usize> = objects(img).iter().map(|path| origin.requests("GET", path)).collect();
-        let t = Instant::now();
-        let herd: Vec<_> = (0..100)
-            .map(|_| {
-                let (base, query, tag) = (p.base.clone(), p.query, format!("cold-{who}"));
-                std::thread::spawn(move || pull(&base, query, &tag))
-            })
-            .collect();
-        let failed = herd.into_iter().map(|h| h.join()).filter(|r| !matches!(r, Ok(Ok(())))).count();
-        let per_object: Vec<usize> =
-            objects(img).iter().zip(before).map(|(path, b)| origin.requests("GET", path) - b).collect();
-        println!(
-            "    {:<22} {:>7.0} ms  failed pulls {failed:>3}  origin GETs per object {per_object:?} (max {})",
-            p.name,
-            t.elapsed().as_secs_f64() * 1e3,
-            per_object.iter().max().unwrap_or(&0)
-        );
+    if !only("rss") {
+        return;
     }
 
     println!("\n5. sigmirror peak RSS (sampled every 50 ms from /proc)");
@@ -243,6 +272,35 @@ fn main() {
             assert!(got.iter().all(|n| *n == huge_len), "incomplete: {got:?}");
         });
     }
+}
+
+/// Whether `LOAD_ONLY` (a comma-separated list of `manifests`, `blob`,
+/// `cold`, `herd`, `rss`; unset: all) names this section.
+fn only(section: &str) -> bool {
+    std::env::var("LOAD_ONLY").map(|v| v.split(',').any(|s| s.trim() == section)).unwrap_or(true)
+}
+
+/// CPU seconds (user + system) `pid` and its direct children (nginx's
+/// workers) have used so far, from /proc: what a cell cost the server, as
+/// opposed to the load generator sharing its cores.
+fn cpu_secs(pid: u32) -> f64 {
+    // Fields after the `(comm)`: state is field 3; ppid 4; utime 14, stime 15.
+    let fields = |stat: &str| -> Option<(u32, u64)> {
+        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some((rest.get(1)?.parse().ok()?, rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?))
+    };
+    let mut ticks = 0;
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some((ppid, t)) = fs::read_to_string(format!("/proc/{p}/stat")).ok().as_deref().and_then(fields) else {
+            continue;
+        };
+        if p == pid || ppid == pid {
+            ticks += t;
+        }
+    }
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks as f64 / 100.0
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -349,6 +407,7 @@ async fn load(method: &str, url: &str, conc: usize, dur: Duration) -> Cell {
         |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
     Cell {
         rps: all.len() as f64 / elapsed,
+        requests: all.len(),
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         errors: errors.load(Ordering::Relaxed),
@@ -362,7 +421,14 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first: nginx's master stops its workers on it, while a
+    /// SIGKILLed master leaves them running, serving the old port.
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
