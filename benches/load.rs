@@ -28,7 +28,7 @@
 //! 5. sigmirror's peak RSS with 256 connections, and while 8 clients stream
 //!    a `LOAD_HUGE_MIB` (default 1024) blob, cold and then cached.
 //!
-//! The figures of the last run (2026-12-02, 2 cores shared with a build) are
+//! The figures of the last run (2026-12-03, a quiet 2-core VM) are
 //! in README.md ("Performance"), with the targets they miss.
 
 #[path = "../tests/support/signing.rs"]
