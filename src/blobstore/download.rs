@@ -395,14 +395,14 @@ async fn read_at(file: Arc<std::fs::File>, pos: u64, n: usize) -> std::io::Resul
         pos,
         rustix::io::ReadWriteFlags::NOWAIT,
     );
-    if let Ok(got) = nowait {
-        if got == n {
-            chunk.len = n;
-            return Ok(Bytes::from_owner(chunk));
-        }
+    // What the page cache gave is kept; the blocking read goes on from there.
+    let cached = nowait.unwrap_or(0);
+    if cached == n {
+        chunk.len = n;
+        return Ok(Bytes::from_owner(chunk));
     }
     tokio::task::spawn_blocking(move || {
-        let mut len = 0;
+        let mut len = cached;
         while len < n {
             match file.read_at(&mut chunk.buf[len..n], pos + len as u64)? {
                 0 => break,
