@@ -2,9 +2,10 @@
 //! `503` by the connection gate, its request heads bounded in time
 //! (`clock`) and size, and closed once idle (`clock`).
 //!
-//! hyper enforces `max_header_bytes` itself: `431` for an HTTP/1.1 head
-//! that does not fit its read buffer, the same bound on HTTP/2 header
-//! lists.
+//! `max_header_bytes` bounds a request head: hyper answers `431` for an
+//! HTTP/1.1 head that does not fit its read buffer, and this module answers
+//! it for an HTTP/2 header list over the bound (`check_header_list`). Both
+//! are counted.
 
 mod clock;
 
@@ -72,6 +73,13 @@ impl Gate {
     }
 }
 
+/// How far over `max_header_bytes` an HTTP/2 header list may be and still
+/// reach sigmirror, which answers it with a counted `431`
+/// (`check_header_list`). h2 answers a list beyond this itself, before
+/// sigmirror sees the request, so that one is not counted; the factor keeps
+/// what one stream's header list can hold in memory at twice the limit.
+const H2_HEADER_LIST_FACTOR: usize = 2;
+
 /// The hyper builder with the limits applied to both protocols.
 fn builder(limits: &Limits, keep_alive: bool) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -81,7 +89,8 @@ fn builder(limits: &Limits, keep_alive: bool) -> auto::Builder<TokioExecutor> {
         // hyper answers 431 when a head does not fit its read buffer.
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(keep_alive);
-    b.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let h2_list = limits.max_header_bytes.saturating_mul(H2_HEADER_LIST_FACTOR);
+    b.http2().max_header_list_size(u32::try_from(h2_list).unwrap_or(u32::MAX));
     b
 }
 
@@ -94,10 +103,14 @@ where
     let activity = Activity::new();
     let io = Watched::new(io, activity.clone());
     let act = activity.clone();
+    let max_header_bytes = limits.max_header_bytes;
     let service = hyper::service::service_fn(move |req| {
         let (app, in_flight) = (app.clone(), act.start());
         async move {
-            let resp = crate::server::handle(app, peer, req).await?;
+            let resp = match check_header_list(&req, max_header_bytes) {
+                Ok(()) => crate::server::handle(app, peer, req).await?,
+                Err(e) => e.into_response(req.method() == http::Method::HEAD),
+            };
             // The body carries the in-flight mark until it is dropped.
             Ok::<_, std::convert::Infallible>(resp.map(|b| hold_until_sent(b, in_flight)))
         }
@@ -137,6 +150,31 @@ where
     }
 }
 
+/// Refuses an HTTP/2 request whose header list is over `max` bytes,
+/// measured as `SETTINGS_MAX_HEADER_LIST_SIZE` measures it (RFC 9113
+/// §6.5.2): each field's name and value plus 32, the pseudo-header fields
+/// included. An HTTP/1.1 request passes: hyper has bounded its head already.
+fn check_header_list<B>(req: &http::Request<B>, max: usize) -> Result<(), Error> {
+    if req.version() != http::Version::HTTP_2 {
+        return Ok(());
+    }
+    let field = |name: &str, value: &[u8]| name.len() + value.len() + 32;
+    let uri = req.uri();
+    let pseudo = [
+        (":method", Some(req.method().as_str())),
+        (":scheme", uri.scheme_str()),
+        (":authority", uri.authority().map(|a| a.as_str())),
+        (":path", uri.path_and_query().map(|p| p.as_str())),
+    ];
+    let pseudo = pseudo.into_iter().filter_map(|(name, value)| Some(field(name, value?.as_bytes()))).sum();
+    let size = req.headers().iter().fold(pseudo, |n: usize, (k, v)| n.saturating_add(field(k.as_str(), v.as_bytes())));
+    if size <= max {
+        return Ok(());
+    }
+    count_hit("max_header_bytes");
+    Err(Error::HeaderListTooLarge { size, max })
+}
+
 fn hold_until_sent(body: Body, in_flight: InFlight) -> Body {
     body.map_frame(move |frame| {
         let _held = &in_flight;
@@ -150,5 +188,37 @@ fn hold_until_sent(body: Body, in_flight: InFlight) -> Body {
 fn count_connection_error(e: &(dyn std::error::Error + 'static)) {
     if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
         count_hit("max_header_bytes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h2_request(padding: usize) -> http::Request<()> {
+        http::Request::get("http://m:5000/v2/")
+            .version(http::Version::HTTP_2)
+            .header("x-padding", "a".repeat(padding))
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn an_http2_header_list_is_measured_as_settings_max_header_list_size_counts_it() {
+        // :method GET (7+3+32) + :scheme http (7+4+32) + :authority m:5000
+        // (10+6+32) + :path /v2/ (5+4+32) + x-padding (9+100+32).
+        let size = 42 + 43 + 48 + 41 + 141;
+        assert!(check_header_list(&h2_request(100), size).is_ok());
+        match check_header_list(&h2_request(100), size - 1) {
+            Err(Error::HeaderListTooLarge { size: s, max }) => assert_eq!((s, max), (size, size - 1)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_http1_request_is_left_to_hypers_own_bound() {
+        let mut req = h2_request(100_000);
+        *req.version_mut() = http::Version::HTTP_11;
+        assert!(check_header_list(&req, 8192).is_ok());
     }
 }

@@ -57,6 +57,11 @@ pub enum Error {
     /// answer and is closed.
     #[error("sigmirror is serving its limit of {max} connections (limits.max_connections); retry shortly")]
     TooManyConnections { max: usize },
+    /// An HTTP/2 request's header list is over `[limits] max_header_bytes`.
+    /// (An HTTP/1.1 head over it never becomes a request: hyper answers
+    /// `431` itself.)
+    #[error("the request's header list is {size} bytes, over limits.max_header_bytes = {max}")]
+    HeaderListTooLarge { size: usize, max: usize },
 }
 
 /// What a client over a limit is told to wait before retrying, in seconds,
@@ -99,6 +104,7 @@ impl Error {
             ),
             Error::Pins(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
             Error::TooManyConnections { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", None),
+            Error::HeaderListTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "DENIED", None),
             // A refusal (nothing is served) whose cause is time: 504 says a
             // retry may succeed, DENIED that nothing unverified was sent.
             Error::ManifestTimeout { policy, image, .. } => (

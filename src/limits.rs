@@ -4,7 +4,7 @@
 //! Each limit has a default a reviewer can check against the arithmetic
 //! beside it. Over a limit the answer is a status, never a hang: `503` with
 //! `Retry-After` for a connection over `max_connections`, `431` for a request
-//! head over `max_header_bytes` (hyper answers it), a closed connection for a
+//! head over `max_header_bytes` (see `connection`), a closed connection for a
 //! head slower than `header_read_timeout_secs` or a connection idle past
 //! `idle_timeout_secs`, `504` for a manifest not answered within
 //! `manifest_timeout_secs`, and `429` with `Retry-After` for a request that

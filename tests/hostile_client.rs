@@ -223,15 +223,23 @@ fn an_http2_header_list_over_max_header_bytes_gets_431_and_one_under_it_is_serve
             (reqwest::Version::HTTP_2, 200),
             "a 6 KB list is within the bound"
         );
-        let r = send(vec![("x-padding".into(), "a".repeat(20_000))]).await.expect("h2 answers, not resets");
+        // Over the bound and under twice it: sigmirror's own answer.
+        let r = send(vec![("x-padding".into(), "a".repeat(12_000))]).await.expect("answered, not reset");
         assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 431));
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default().to_string();
+        assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+        assert!(message.ends_with("bytes, over limits.max_header_bytes = 8192"), "{message}");
         let many = (0..90).map(|i| (format!("x-h{i}"), "b".repeat(120))).collect();
         assert_eq!(send(many).await.unwrap().status(), 431, "many small headers add up the same way");
+        // Over twice the bound h2 answers before sigmirror sees the request;
+        // still a 431, not a reset, but not counted.
+        let r = send(vec![("x-padding".into(), "a".repeat(20_000))]).await.expect("h2 answers, not resets");
+        assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 431));
         // The same connection goes on serving.
         assert_eq!(send(vec![]).await.unwrap().status(), 200);
     });
-    assert_eq!(mock.total(), 0, "a client limit reached upstream: {:?}", mock.requests());
-    report_memory(&m, "oversized HTTP/2 header lists");
+    assert_limit_hit(&m, &mock, "max_header_bytes", 2, "oversized HTTP/2 header lists");
 }
 
 #[test]
